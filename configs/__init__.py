@@ -1,0 +1,1 @@
+"""Phase configs for jaxlm (ml_collections; see configs/common.py)."""

@@ -1,0 +1,323 @@
+"""Checkpoints via Orbax: params-only tags and full training state.
+
+Two kinds of checkpoint live on disk, both ordinary Orbax checkpoint directories:
+
+* A *params checkpoint* (``save_params``): items ``params`` (the Flax param tree) and
+  ``model_config`` (the ``config.model`` dict as JSON). The final tag of a phase
+  (e.g. ``models/phase2_final``) and ``jaxlm.convert`` outputs are of this kind.
+* A *training checkpoint* (written by ``TrainCheckpoints`` through an Orbax
+  CheckpointManager): the same two items plus ``opt_state``, ``train_state`` (step,
+  RNG key, counters) and ``data_iter`` (the Grain iterator state as JSON).
+
+``load_params`` reads the params of either kind, so any step of ``workdir/latest``,
+``workdir/best`` or a final tag can seed the next phase (``init_from``) or the sampler.
+
+Layout of a training workdir::
+
+    workdir/
+      latest/<step>/{params,opt_state,model_config,train_state,data_iter}/
+      best/best_step_0400/{params,model_config,...}    # best val loss so far, one kept
+      metrics.jsonl
+      tensorboard/events.out.tfevents.*
+
+Orbax writes every checkpoint into a temporary directory and renames it when complete,
+and only committed steps are listed, so a run killed mid-save never resumes from a
+partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PARAMS = "params"
+MODEL_CONFIG = "model_config"
+OPT_STATE = "opt_state"
+TRAIN_STATE = "train_state"
+DATA_ITER = "data_iter"
+
+_TMP_MARKER = "orbax-checkpoint-tmp"
+
+
+# ----------------------------------------------------------------------------------
+# Locating a checkpoint.
+
+
+def _is_item_dir(path: str) -> bool:
+  """True if `path` is one checkpoint (it holds a committed `params` item)."""
+  return os.path.isdir(os.path.join(path, PARAMS)) and _TMP_MARKER not in os.path.basename(path)
+
+
+def _step_of(name: str) -> int | None:
+  match = re.fullmatch(r"(?:.*_)?(\d+)", name)
+  return int(match.group(1)) if match else None
+
+
+def resolve_checkpoint_dir(path: str) -> str:
+  """Returns the single checkpoint directory that `path` designates.
+
+  `path` may be a checkpoint itself (a step dir or a final tag dir) or the root of a
+  CheckpointManager (``workdir/latest``, ``workdir/best``), in which case the
+  highest-numbered committed step is used. Temporary (uncommitted) saves are ignored.
+  """
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"Checkpoint directory not found: {path}")
+  if _is_item_dir(path):
+    return path
+  steps = []
+  for name in os.listdir(path):
+    child = os.path.join(path, name)
+    step = _step_of(name)
+    if step is not None and _is_item_dir(child):
+      steps.append((step, child))
+  if not steps:
+    raise FileNotFoundError(
+        f"No checkpoint in {path}: expected a directory holding a '{PARAMS}' item "
+        "(a step dir or final tag), or a CheckpointManager root with numbered step dirs. "
+        f"Found: {sorted(os.listdir(path))}")
+  return max(steps)[1]
+
+
+# ----------------------------------------------------------------------------------
+# Params checkpoints.
+
+
+def _checkpointer() -> ocp.Checkpointer:
+  """A synchronous checkpointer that knows the handler of each item we write."""
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler(**{
+      PARAMS: ocp.StandardCheckpointHandler(),
+      MODEL_CONFIG: ocp.JsonCheckpointHandler(),
+  }))
+
+
+def _to_plain(tree: Any) -> Any:
+  """ConfigDict / tuples -> JSON-friendly dicts and lists."""
+  if hasattr(tree, "to_dict"):
+    tree = tree.to_dict()
+  if isinstance(tree, Mapping):
+    return {str(k): _to_plain(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_to_plain(v) for v in tree]
+  if isinstance(tree, np.generic):
+    return tree.item()
+  return tree
+
+
+def save_params(path: str, params: Any, model_config: Mapping[str, Any]) -> str:
+  """Writes `params` and `model_config` as an Orbax checkpoint at `path`.
+
+  The write is atomic: the checkpoint is built under a temporary sibling name and
+  swapped into place, so `path` is either the old checkpoint or the complete new one.
+  Returns the absolute path.
+  """
+  path = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+  with _checkpointer() as checkpointer:
+    checkpointer.save(tmp, args=ocp.args.Composite(**{
+        PARAMS: ocp.args.StandardSave(params),
+        MODEL_CONFIG: ocp.args.JsonSave(_to_plain(model_config)),
+    }))
+  if os.path.exists(path):
+    old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp, path)
+  return path
+
+
+def read_model_config(path: str) -> dict:
+  """Returns the `model_config` dict stored with a checkpoint (any accepted form)."""
+  ckpt_dir = resolve_checkpoint_dir(path)
+  if not os.path.isdir(os.path.join(ckpt_dir, MODEL_CONFIG)):
+    raise FileNotFoundError(f"Checkpoint {ckpt_dir} has no '{MODEL_CONFIG}' item.")
+  with _checkpointer() as checkpointer:
+    restored = checkpointer.restore(
+        ckpt_dir, args=ocp.args.Composite(**{MODEL_CONFIG: ocp.args.JsonRestore()}))
+  return dict(restored[MODEL_CONFIG])
+
+
+def params_shapes(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
+  """Returns {'/'-joined param name: (shape, dtype)} from a checkpoint's metadata."""
+  ckpt_dir = resolve_checkpoint_dir(path)
+  with _checkpointer() as checkpointer:
+    metadata = checkpointer.metadata(ckpt_dir)
+  tree = metadata.item_metadata[PARAMS].tree
+  return {
+      name: (tuple(leaf.shape), str(leaf.dtype))
+      for name, leaf in _flatten_with_names(tree).items()
+  }
+
+
+def _flatten_with_names(tree: Any) -> dict[str, Any]:
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {"/".join(_key_name(k) for k in key_path): leaf for key_path, leaf in flat}
+
+
+def _key_name(key: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def check_params_match(abstract_params: Any, stored: Mapping[str, tuple], source: str) -> None:
+  """Raises ValueError listing every param whose name or shape differs from `stored`.
+
+  Only names and shapes must agree; dtypes are cast on restore, and model settings
+  that do not change shapes (e.g. rope_theta) may differ between phases.
+  """
+  wanted = {name: tuple(leaf.shape) for name, leaf in _flatten_with_names(abstract_params).items()}
+  problems = []
+  for name in sorted(wanted.keys() | stored.keys()):
+    if name not in stored:
+      problems.append(f"  {name}: missing in checkpoint (model wants {wanted[name]})")
+    elif name not in wanted:
+      problems.append(f"  {name}: in checkpoint {stored[name][0]} but not in the model")
+    elif tuple(stored[name][0]) != wanted[name]:
+      problems.append(f"  {name}: checkpoint {tuple(stored[name][0])} vs model {wanted[name]}")
+  if problems:
+    raise ValueError(
+        f"Params in {source} do not match the model ({len(problems)} mismatched):\n"
+        + "\n".join(problems))
+
+
+def _with_default_sharding(abstract: Any) -> Any:
+  """Orbax needs a sharding per leaf to restore; default to the first device."""
+  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def fill(leaf):
+    sharding = getattr(leaf, "sharding", None)
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding or default)
+
+  return jax.tree.map(fill, abstract)
+
+
+def load_params(path: str, abstract_params: Any = None) -> tuple[Any, dict]:
+  """Loads (params, model_config dict) from a params or training checkpoint.
+
+  Args:
+    path: a step dir, a final tag dir, or a CheckpointManager root (latest step).
+    abstract_params: optional pytree of jax.ShapeDtypeStruct (e.g. from
+      ``jax.eval_shape(model.init, ...)``), possibly carrying shardings. When given,
+      names and shapes are checked first (ValueError listing mismatches) and arrays
+      are restored with those dtypes and shardings.
+  """
+  ckpt_dir = resolve_checkpoint_dir(path)
+  items: dict[str, Any] = {}
+  if abstract_params is not None:
+    check_params_match(abstract_params, params_shapes(ckpt_dir), ckpt_dir)
+    items[PARAMS] = ocp.args.StandardRestore(_with_default_sharding(abstract_params))
+  else:
+    items[PARAMS] = ocp.args.StandardRestore()
+  has_config = os.path.isdir(os.path.join(ckpt_dir, MODEL_CONFIG))
+  if has_config:
+    items[MODEL_CONFIG] = ocp.args.JsonRestore()
+  with _checkpointer() as checkpointer:
+    restored = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(**items))
+  model_config = dict(restored[MODEL_CONFIG]) if has_config else {}
+  return restored[PARAMS], model_config
+
+
+# ----------------------------------------------------------------------------------
+# Training checkpoints (latest + best) through Orbax CheckpointManagers.
+
+
+class TrainCheckpoints:
+  """`workdir/latest` (resume) and `workdir/best` (best val loss) managers.
+
+  Every save writes the full training state, so a best checkpoint can also be
+  resumed from; `load_params` reads its params for the next phase.
+  """
+
+  def __init__(self, workdir: str, keep_latest: int = 2):
+    workdir = os.path.abspath(workdir)
+    self.latest_dir = os.path.join(workdir, "latest")
+    self.best_dir = os.path.join(workdir, "best")
+    self.latest = ocp.CheckpointManager(
+        self.latest_dir,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
+    self.best = ocp.CheckpointManager(
+        self.best_dir,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1,
+            best_fn=lambda metrics: metrics["val_loss"],
+            best_mode="min",
+            keep_checkpoints_without_metrics=False,
+            step_prefix="best_step",
+            step_format_fixed_length=4,
+            create=True))
+
+  @staticmethod
+  def _save_args(state: Mapping[str, Any]) -> ocp.args.Composite:
+    return ocp.args.Composite(**{
+        PARAMS: ocp.args.StandardSave(state[PARAMS]),
+        OPT_STATE: ocp.args.StandardSave(state[OPT_STATE]),
+        TRAIN_STATE: ocp.args.StandardSave(state[TRAIN_STATE]),
+        MODEL_CONFIG: ocp.args.JsonSave(_to_plain(state[MODEL_CONFIG])),
+        DATA_ITER: ocp.args.JsonSave(_to_plain(state[DATA_ITER])),
+    })
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save_latest(self, step: int, state: Mapping[str, Any]) -> None:
+    """Saves `state` (params, opt_state, train_state, model_config, data_iter)."""
+    if step in self.latest.all_steps():
+      return
+    self.latest.save(step, args=self._save_args(state), force=True)
+
+  def save_best(self, step: int, state: Mapping[str, Any], val_loss: float) -> bool:
+    """Saves `state` under best/ if `val_loss` beats the best so far; returns whether it did."""
+    self.best.wait_until_finished()  # the previous best's metrics are known once committed
+    best_step = self.best.best_step()
+    if best_step is not None:
+      best_loss = self.best_metrics().get("val_loss", float("inf"))
+      if not val_loss < best_loss:
+        return False
+    if step in self.best.all_steps():
+      return False
+    self.best.save(step, args=self._save_args(state),
+                   metrics={"val_loss": float(val_loss)}, force=True)
+    return True
+
+  def best_metrics(self) -> dict:
+    best_step = self.best.best_step()
+    if best_step is None:
+      return {}
+    return dict(self.best.metrics(best_step) or {})
+
+  def restore_latest(self, abstract_state: Mapping[str, Any]) -> dict:
+    """Restores the latest step into the structure/shardings of `abstract_state`."""
+    step = self.latest.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint under {self.latest_dir}")
+    restored = self.latest.restore(step, args=ocp.args.Composite(**{
+        PARAMS: ocp.args.StandardRestore(_with_default_sharding(abstract_state[PARAMS])),
+        OPT_STATE: ocp.args.StandardRestore(_with_default_sharding(abstract_state[OPT_STATE])),
+        TRAIN_STATE: ocp.args.StandardRestore(
+            _with_default_sharding(abstract_state[TRAIN_STATE])),
+        MODEL_CONFIG: ocp.args.JsonRestore(),
+        DATA_ITER: ocp.args.JsonRestore(),
+    }))
+    return {name: restored[name] for name in
+            (PARAMS, OPT_STATE, TRAIN_STATE, MODEL_CONFIG, DATA_ITER)}
+
+  def wait_until_finished(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
