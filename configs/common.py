@@ -47,25 +47,31 @@ def get_model_config(**overrides) -> ml_collections.ConfigDict:
   m.n_layers = 24
   m.n_heads = 16  # query heads
   m.n_kv_heads = 8  # key/value heads (grouped-query attention; = n_heads for plain MHA)
-  m.head_dim = 64  # per-head width; n_heads * head_dim need not equal d_model
+  m.head_dim = 64  # per-head width (0 = d_model // n_heads); n_heads*head_dim may differ from d_model
   m.mlp_dim = 2816  # SwiGLU hidden width (~8/3 d_model, rounded to a multiple of 256)
   m.max_seq_len = 2048  # longest sequence the model is built for (phases set = seq_len)
   m.rope_theta = 10_000.0  # RoPE base frequency; phase2_5 raises it to 500k for 8k context
-  m.rope_scaling = "none"  # 'none' | 'linear' (position interpolation)
-  m.rope_scaling_factor = 1.0  # divide positions by this when rope_scaling='linear'
+  m.rope_scaling = "none"  # 'none' | 'linear' | 'ntk' | 'yarn' (context extension schemes)
+  m.rope_scaling_factor = 1.0  # extension factor for linear / ntk / yarn
   m.rope_original_max_len = 2048  # context length the RoPE base was trained at
   m.tie_embeddings = False  # share the input embedding with the output projection
   m.norm_eps = 1e-5  # RMSNorm epsilon
   m.param_dtype = "float32"  # master weights (optimizer updates stay in float32)
   m.compute_dtype = "bfloat16"  # activations / matmuls
-  m.attention = "auto"  # jax.nn.dot_product_attention implementation: 'auto' | 'xla' | 'cudnn'
-  m.attention_block_size = 512  # query block for the memory-saving blockwise path
-  m.remat = "none"  # activation checkpointing per layer: 'none' | 'full' | 'dots'
-  m.scan_layers = False  # nn.scan over layers (faster compile for deep models)
-  # Attend across document boundaries inside a packed window? False masks attention to
-  # the current document (via segment_ids) and restarts positions at each BOS.
-  m.cross_document_attention = False
-  m.init_std = 0.02  # normal init std for weights (output projections scaled by depth)
+  # Attention backend (jaxlm/attention.py): 'auto' | 'cudnn' | 'xla' | 'blockwise' |
+  # 'splash'. 'auto' picks cudnn flash attention on NVIDIA GPUs when it can (no
+  # document mask), else the pure-JAX blockwise kernel.
+  m.attention = "auto"
+  m.attention_block_size = 512  # key/value block of the blockwise kernel
+  # Activation checkpointing per layer: 'none' | 'save_matmuls' | 'full' (least memory).
+  m.remat = "none"
+  m.scan_layers = True  # nn.scan over layers: one compiled layer, fast compiles
+  # Attend across document boundaries inside a packed window? True (GPT-style packing)
+  # keeps positions 0..T-1 over the whole window and lets cudnn flash attention run.
+  # False masks attention to the current document (batch segment_ids) and restarts
+  # positions at each document; phase 3 uses it for its SFT conversations.
+  m.cross_document_attention = True
+  m.init_std = 0.02  # normal init std (o_proj/down_proj further scaled by 1/sqrt(2 n_layers))
   m.update(overrides)
   return m
 
@@ -90,6 +96,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.val_every_opt = 100  # validate (and maybe save best) every this many optimizer steps
   c.checkpoint_every_opt = 100  # save workdir/latest every this many optimizer steps
   c.keep_latest = 2  # how many latest/ checkpoints Orbax keeps
+  # End this run after this many optimizer steps (0 = run to total_opt_steps). The LR
+  # schedule still spans total_opt_steps; rerun the same command to continue. Useful
+  # for time-limited jobs.
+  c.stop_after_opt_steps = 0
   c.log_every = 10  # write metrics / log line every this many optimizer steps
 
   # --- Batch shape. Tokens per optimizer step = seq_len * micro_batch_size * grad_accum_steps.

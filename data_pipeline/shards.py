@@ -218,7 +218,8 @@ class _SplitWriter:
     self.tokens_per_source: dict[str, int] = {}
     self.documents = 0
 
-  def add(self, tokens: np.ndarray, weights: np.ndarray | None, source_index: int, source: str):
+  def add(self, tokens: np.ndarray, weights: np.ndarray | None, source_index: int, source: str,
+          documents: int = 1):
     if weights is not None:
       self.has_weights = True
     self._tokens.append(tokens.astype(self.dtype, copy=False))
@@ -226,7 +227,7 @@ class _SplitWriter:
     self._sources.append(np.full(tokens.size, source_index, np.uint8))
     self._buffered += tokens.size
     self.tokens_per_source[source] = self.tokens_per_source.get(source, 0) + tokens.size
-    self.documents += 1
+    self.documents += documents
     while self._buffered >= self.shard_tokens:
       self._flush(self.shard_tokens)
 
@@ -264,11 +265,13 @@ class ShardDirWriter:
                bos_id: int | None = None, eos_id: int | None = None,
                splits: Sequence[str] = ("train", "val"), shard_tokens: int = DEFAULT_SHARD_TOKENS,
                sources: Sequence[str] = (), builder: dict | None = None, overwrite: bool = False,
-               token_dtype=None):
+               token_dtype=None, tokenizer: dict | None = None):
     self.out_dir = os.path.abspath(out_dir)
     self.vocab_size = int(vocab_size)
     self.dtype = np.dtype(token_dtype) if token_dtype else token_dtype_for_vocab(self.vocab_size)
-    self.tokenizer = None
+    # `tokenizer`: a {"path", "sha256"} record carried over from input shards (interleaving,
+    # imports) when the model file itself is not at hand; `tokenizer_path` wins if both.
+    self.tokenizer = dict(tokenizer) if tokenizer else None
     if tokenizer_path:
       self.tokenizer = {"path": os.path.abspath(tokenizer_path),
                         "sha256": file_sha256(tokenizer_path)}
@@ -289,7 +292,10 @@ class ShardDirWriter:
       self.sources.append(source)
     return self.sources.index(source)
 
-  def add(self, split: str, tokens, loss_weights=None, source: str = "default") -> None:
+  def add(self, split: str, tokens, loss_weights=None, source: str = "default",
+          documents: int = 1) -> None:
+    """Appends one document, or a run of tokens holding `documents` document starts (imports,
+    interleaved blocks)."""
     if split not in self._splits:
       raise ValueError(f"unknown split {split!r}; this writer has {sorted(self._splits)}")
     tokens = np.asarray(tokens)
@@ -304,7 +310,7 @@ class ShardDirWriter:
       if weights.shape != tokens.shape:
         raise ValueError(f"loss_weights shape {weights.shape} != tokens shape {tokens.shape}")
       weights = np.clip(np.rint(weights), 0, 255).astype(np.uint8)
-    self._splits[split].add(tokens, weights, self.source_index(source), source)
+    self._splits[split].add(tokens, weights, self.source_index(source), source, documents)
 
   def tokens(self, split: str) -> int:
     w = self._splits[split]

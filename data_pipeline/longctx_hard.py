@@ -1,0 +1,590 @@
+"""Long-context documents whose later tokens depend on information far back.
+
+  python -m data_pipeline.longctx_hard --out_dir data/shards/longctx --tokenizer T.model \
+      --target_train_tokens 400000000 --target_val_tokens 2000000 --seq_len 8192 \
+      --answer_weight 3 --num_workers 2
+
+Each document is real filler (stdlib docstrings, comments and code: `text_sources`) with task
+inserts spliced in as tokens. Task families:
+  passkey            a pass key stated once, asked for at the end
+  kv_retrieval       one record among many distractor records
+  variable_tracking  `let a = 7 ... let b = a + 2 ... value of b?` (2-4 hops, distractor chains)
+  multi_query        several codes stated across the document, several questions at the end
+  code_definition    a real stdlib function defined early; later: its parameters, or its
+                     docstring's first line
+  copy_span          a sentence tagged `[record N]` early; later: repeat it exactly
+The dependency distance (tokens from the end of the needed information to the first answer
+token) is drawn uniformly from [--min_distance, --max_distance] (default: the whole window),
+so at seq_len 8192 about three quarters of the dependencies are longer than 2048 tokens and a
+2k-context model cannot solve them. Each document is verified while it is built: the checker
+`solve_from_text` recovers the answer from the text before it, and the answer does not occur
+anywhere between the needed information and the question (a failed draw is redrawn).
+
+Document length: the reader cuts windows starting at multiples of seq_len (each window holds
+seq_len + 1 tokens, sharing one with the next), so a document of exactly seq_len tokens
+(BOS ... EOS) fills one window and is never cut. Documents are padded with filler to that
+length.
+
+Curriculum (short range): retrieval has to be learned short before it is stretched. A small
+model trained from scratch on passkey documents of 300-2048 tokens never learned retrieval in
+3000 steps, while one first trained on documents of at most 512 tokens learned it in about 900
+steps and then reached 100% at 2k. So for the phase1/2 mixes build short documents first:
+`--max_doc_tokens 512` (documents of 512 tokens, distances up to what fits), then e.g.
+`--max_distance 2000 --max_doc_tokens 2048`. With --max_distance alone, documents are
+max_distance + 512 tokens (at most seq_len).
+
+Answer tokens can be upweighted with --answer_weight W (uint8 loss-weight sidecar). Per
+document facts (task, distances, offset) go to DIR/<split>_documents.jsonl and the closing
+report prints the distance histogram. A held-out eval set of the same tasks goes to --eval_out
+(default DIR/eval.jsonl): {"task", "prompt", "answer", "distance_tokens", "length_tokens"}; the
+prompt is the text the model continues (the answer follows after one space).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import re
+import string
+from typing import Sequence
+
+import numpy as np
+
+from data_pipeline import builder_utils as bu
+from data_pipeline import shards, text_sources
+from data_pipeline.tokenizer import load_tokenizer
+
+TASKS = ("passkey", "kv_retrieval", "variable_tracking", "multi_query", "code_definition",
+         "copy_span")
+DISTANCE_EDGES = (0, 256, 512, 1024, 2048, 4096, 6144, 8192)
+MAX_ATTEMPTS = 25
+_WORDS = ("amber azure bold brisk calm cedar coral crisp dawn deep dusty eager fern frost gentle "
+          "golden granite hazel ivory jade keen lunar maple misty noble ochre pale quiet rapid "
+          "rustic sable silver slate solar swift tawny velvet vivid wild").split()
+_NOUNS = ("badger beacon canyon comet crane delta ember falcon fjord garnet harbor heron island "
+          "jaguar kestrel lagoon lantern marlin meadow nebula orchid otter quarry raven reef "
+          "sparrow summit thistle tundra valley walrus willow zephyr").split()
+
+
+# ----------------------------------------------------------------------------------------------
+# The checker: answers recovered from the text alone
+
+
+def _last_match(pattern: str, text: str):
+  matches = list(re.finditer(pattern, text, re.M))
+  if not matches:
+    raise ValueError(f"no question matching {pattern!r} in the text")
+  return matches[-1]
+
+
+def _evaluate(name: str, defs: dict[str, str], depth: int = 0) -> int:
+  if depth > 16:
+    raise ValueError("assignment chain too deep or cyclic")
+  expr = defs[name].split()
+  if len(expr) == 1:
+    return int(expr[0])
+  left, op, right = expr
+  a = _evaluate(left, defs, depth + 1)
+  return {"+": a + int(right), "-": a - int(right), "*": a * int(right)}[op]
+
+
+def solve_from_text(task: str, document_text: str) -> str:
+  """Recovers the answer to the last question of `document_text` (the text before the answer).
+
+  Uses only the text: finds what the final question asks about and reads it from the context.
+  """
+  text = document_text
+  if task == "passkey":
+    return re.search(r"The pass key is (\d+)\. Remember it\.", text).group(1)
+  if task == "kv_retrieval":
+    key = _last_match(r'Which value does record "([^"]+)" hold\? Value:\Z', text).group(1)
+    return re.search(rf'^record "{re.escape(key)}" = (\d+)$', text, re.M).group(1)
+  if task == "multi_query":
+    name = _last_match(r"Code for (\w+)\?\Z", text).group(1)
+    return re.search(rf"^The code for {re.escape(name)} is (\d+)\.$", text, re.M).group(1)
+  if task == "variable_tracking":
+    name = _last_match(r"Question: what is the value of (\w+)\? Answer:\Z", text).group(1)
+    defs = dict(re.findall(r"^let (\w+) = ([\w +*-]+)$", text, re.M))
+    return str(_evaluate(name, defs))
+  if task == "code_definition":
+    m = _last_match(r"# Question: what (are the parameters|is the first line of the docstring) "
+                    r"of (\w+)\? Answer:\Z", text)
+    kind, name = m.groups()
+    if kind == "are the parameters":
+      return text_sources.def_params(text, name)
+    start = text.index(f"def {name}(")
+    doc = re.compile(r"[rRuU]?(\"\"\"|''')\s*(.*)").search(text, start)
+    return doc.group(2).strip().rstrip('"\'').strip()
+  if task == "copy_span":
+    rid = _last_match(r"Repeat record (\d+) exactly:\Z", text).group(1)
+    return re.search(rf"^\[record {rid}\] (.*)$", text, re.M).group(1).strip()
+  raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Filler: pre-tokenized passages, spliced as token arrays
+
+
+@dataclasses.dataclass
+class Filler:
+  flat: np.ndarray  # all passages' tokens end to end (each passage ends with a blank line)
+  bounds: dict[str, np.ndarray]  # kind -> [n, 2] (start, end) into flat
+
+  def take(self, rng, n: int, kind: str) -> np.ndarray:
+    if n <= 0:
+      return np.zeros(0, np.int32)
+    kinds = ("prose", "code") if kind == "mixed" else (kind,)
+    pieces, have = [], 0
+    while have < n:
+      bounds = self.bounds[kinds[rng.randrange(len(kinds))]]
+      lo, hi = bounds[rng.randrange(len(bounds))]
+      pieces.append(self.flat[lo:hi])
+      have += hi - lo
+    return np.concatenate(pieces)[:n]
+
+
+def build_filler(tokenizer, corpus: text_sources.Corpus) -> Filler:
+  flat, bounds, pos = [], {}, 0
+  for kind, texts in (("prose", corpus.prose), ("code", corpus.code)):
+    encoded = tokenizer.encode_batch([t + "\n\n" for t in texts])
+    kb = []
+    for ids in encoded:
+      flat.append(np.asarray(ids, np.int32))
+      kb.append((pos, pos + len(ids)))
+      pos += len(ids)
+    bounds[kind] = np.asarray(kb, np.int64)
+  return Filler(np.concatenate(flat), bounds)
+
+
+# ----------------------------------------------------------------------------------------------
+# Document assembly
+
+
+@dataclasses.dataclass
+class Needle:
+  text: str
+  end_gap: int | None  # wanted tokens between the needle's end and the body's end (None: any)
+  info_chars: int | None = None  # the information ends after this many characters (None: all)
+  tokens: np.ndarray | None = None
+  info_end: int = 0
+
+
+@dataclasses.dataclass
+class Plan:
+  """A task instance before filler: needles in the body, then the question/answer tail."""
+  task: str
+  needles: list[Needle]
+  tail: list[tuple[str, bool]]  # (text, is_answer) pieces after the body
+  answers: list[tuple[str, int]]  # (answer string, index of the needle holding its info)
+  filler_kind: str
+  avoid_in_prompt: list[str] = dataclasses.field(default_factory=list)  # must occur once only
+
+
+@dataclasses.dataclass
+class LongDoc:
+  task: str
+  tokens: np.ndarray
+  answer_mask: np.ndarray  # bool per token
+  answers: list[dict]  # {"answer", "start", "end", "info_end", "distance"}
+  attempts: int
+
+
+def _encode_needle(tok, needle: Needle):
+  if needle.info_chars is None:
+    needle.tokens = np.asarray(tok.encode(needle.text), np.int32)
+    needle.info_end = needle.tokens.size
+  else:
+    head = tok.encode(needle.text[:needle.info_chars])
+    rest = tok.encode(needle.text[needle.info_chars:])
+    needle.tokens = np.asarray(head + rest, np.int32)
+    needle.info_end = len(head)
+
+
+def _place(needles: list[Needle], body: int, rng) -> list[int]:
+  """Start offsets in the body: as close to the wanted gaps as possible, never overlapping."""
+  targets = []
+  for n in needles:
+    size = n.tokens.size
+    gap = n.end_gap if n.end_gap is not None else rng.randint(0, max(0, body - size))
+    targets.append(max(size, body - gap))  # wanted end position
+  order = sorted(range(len(needles)), key=lambda i: (targets[i], i))
+  starts = [0] * len(needles)
+  limit = body
+  for i in reversed(order):  # latest first, each ends before the next one starts
+    end = min(targets[i], limit)
+    starts[i] = end - needles[i].tokens.size
+    limit = starts[i]
+  floor = 0
+  for i in order:  # if the first ones were pushed below 0, push forward again
+    starts[i] = max(starts[i], floor)
+    floor = starts[i] + needles[i].tokens.size
+  return starts
+
+
+def assemble(plan: Plan, tok, filler: Filler, length: int, rng) -> LongDoc | None:
+  for n in plan.needles:
+    _encode_needle(tok, n)
+  tail_ids, tail_answer = [], []
+  for text, is_answer in plan.tail:
+    ids = tok.encode(text)
+    tail_ids.extend(ids)
+    tail_answer.extend([is_answer] * len(ids))
+  room = length - 2 - len(tail_ids)
+  for n in plan.needles:  # a drawn distance that does not fit is clipped to the room left
+    if n.end_gap is not None:
+      n.end_gap = max(0, min(n.end_gap, room - n.tokens.size))
+  need = max(sum(n.tokens.size for n in plan.needles),
+             max(n.tokens.size + (n.end_gap or 0) for n in plan.needles))
+  if need > room:
+    return None
+  body = rng.randint(need, room)
+  starts = _place(plan.needles, body, rng)
+  order = sorted(range(len(plan.needles)), key=lambda i: starts[i])
+  free = body - sum(n.tokens.size for n in plan.needles)
+  stream = filler.take(rng, free + room - body, plan.filler_kind)
+  parts, used, pos = [np.array([tok.bos_id], np.int32)], 0, 0
+  for i in order:
+    gap = starts[i] - pos
+    parts += [stream[used:used + gap], plan.needles[i].tokens]
+    used += gap
+    pos = starts[i] + plan.needles[i].tokens.size
+  parts += [stream[used:used + body - pos]]
+  used += body - pos
+  parts += [np.asarray(tail_ids, np.int32), stream[used:], np.array([tok.eos_id], np.int32)]
+  tokens = np.concatenate(parts)
+  assert tokens.size == length, (tokens.size, length)
+  mask = np.zeros(length, bool)
+  tail_start = 1 + body
+  mask[tail_start: tail_start + len(tail_ids)] = tail_answer
+  # Answer spans in order of the tail; each maps to the needle carrying its information.
+  spans, i = [], 0
+  while i < len(tail_answer):
+    if tail_answer[i]:
+      j = i
+      while j < len(tail_answer) and tail_answer[j]:
+        j += 1
+      spans.append((tail_start + i, tail_start + j))
+      i = j
+    else:
+      i += 1
+  answers = []
+  for (answer, needle_index), (s, e) in zip(plan.answers, spans):
+    info_end = 1 + starts[needle_index] + plan.needles[needle_index].info_end
+    answers.append({"answer": answer, "start": s, "end": e, "info_end": info_end,
+                    "distance": s - info_end})
+  return LongDoc(plan.task, tokens, mask, answers, 0)
+
+
+def verify(doc: LongDoc, tok, plan: Plan) -> bool:
+  """The checker recovers every answer from the text before it, and nothing leaks it later."""
+  for a in doc.answers:
+    prompt = tok.decode(doc.tokens[1:a["start"]])
+    try:
+      if solve_from_text(doc.task, prompt) != a["answer"]:
+        return False
+    except (ValueError, AttributeError, KeyError, TypeError):
+      return False
+    if a["answer"] in tok.decode(doc.tokens[a["info_end"]:a["start"]]):
+      return False
+    for marker in plan.avoid_in_prompt:
+      if prompt.count(marker) != 1:
+        return False
+  return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Task families
+
+
+def _pseudo_word(rng, used: set, letters: int = 6) -> str:
+  while True:
+    consonants, vowels = "bcdfghjklmnprstvz", "aeiou"
+    w = "".join(rng.choice(consonants if k % 2 == 0 else vowels) for k in range(letters))
+    if w not in used:
+      used.add(w)
+      return w
+
+
+def _number(rng, used: set, digits_lo=5, digits_hi=7) -> str:
+  while True:
+    digits = rng.randint(digits_lo, digits_hi)
+    n = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    if n not in used:
+      used.add(n)
+      return n
+
+
+class TaskMaker:
+  """Draws task instances; `d()` draws a dependency distance for this document length."""
+
+  def __init__(self, cfg: dict, corpus: text_sources.Corpus, length: int):
+    self.cfg, self.corpus, self.length = cfg, corpus, length
+    counts = {}
+    for f in corpus.functions:
+      counts[f.name] = counts.get(f.name, 0) + 1
+    # Unique names, and parameter lists distinctive enough not to occur in other code.
+    self.functions = [f for f in corpus.functions if counts[f.name] == 1 and len(f.params) >= 8]
+    self.sentences_from = [p for p in corpus.prose if len(p.split()) >= 12]
+
+  def distance(self, rng, reserve: int) -> int:
+    lo = self.cfg["min_distance"]
+    hi = min(self.cfg["max_distance"] or self.length, self.length - reserve)
+    return rng.randint(min(lo, hi), hi)
+
+  def kind(self, rng) -> str:
+    return rng.choice(("prose", "prose", "mixed", "code"))
+
+  def passkey(self, rng) -> Plan:
+    key = _number(rng, set())
+    d = self.distance(rng, 64)
+    tail_lead = "\nWhat is the pass key? The pass key is"
+    needle = Needle(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n", d)
+    return Plan("passkey", [needle], [(tail_lead, False), (f" {key}", True), (".\n", False)],
+                [(key, 0)], self.kind(rng))
+
+  def kv_retrieval(self, rng) -> Plan:
+    n = rng.randint(4, max(4, min(32, (self.length - 200) // 40)))
+    keys, used_vals, pairs = set(), set(), []
+    while len(pairs) < n:
+      key = f"{rng.choice(_WORDS)}-{rng.choice(_NOUNS)}-{rng.randint(10, 99)}"
+      if key not in keys:
+        keys.add(key)
+        pairs.append((key, _number(rng, used_vals, 6, 6)))
+    needles = [Needle(f'\nrecord "{k}" = {v}\n', None) for k, v in pairs]
+    needles[0].end_gap = self.distance(rng, 40 * n)
+    key, value = pairs[0]
+    tail = [(f'\nWhich value does record "{key}" hold? Value:', False), (f" {value}", True),
+            ("\n", False)]
+    return Plan("kv_retrieval", needles, tail, [(value, 0)], self.kind(rng))
+
+  def multi_query(self, rng) -> Plan:
+    n = rng.randint(4, max(4, min(16, (self.length - 200) // 40)))
+    q = rng.randint(2, min(4, n))
+    names, used_vals = set(), set()
+    pairs = [(_pseudo_word(rng, names).capitalize(), _number(rng, used_vals, 5, 6))
+             for _ in range(n)]
+    needles = [Needle(f"\nThe code for {name} is {num}.\n", None) for name, num in pairs]
+    tail, answers = [], []
+    for k in range(q):
+      tail += [(f"\nCode for {pairs[k][0]}?", False), (f" {pairs[k][1]}", True)]
+      answers.append((pairs[k][1], k))
+    tail.append(("\n", False))
+    for k in range(q):
+      needles[k].end_gap = self.distance(rng, 40 * n + 20 * q)
+    return Plan("multi_query", needles, tail, answers, self.kind(rng))
+
+  def variable_tracking(self, rng) -> Plan:
+    names, needles = set(), []
+    ops = (("+", 10, 999), ("-", 10, 999), ("*", 2, 9))
+
+    def chain(hops):
+      lines, prev, value = [], None, None
+      for h in range(hops):
+        name = _pseudo_word(rng, names, 5)
+        if prev is None:
+          value = rng.randint(1000, 9999)
+          lines.append((name, f"let {name} = {value}"))
+        else:
+          op, lo, hi = rng.choice(ops)
+          c = rng.randint(lo, hi)
+          value = {"+": value + c, "-": value - c, "*": value * c}[op]
+          lines.append((name, f"let {name} = {prev} {op} {c}"))
+        prev = name
+      return lines, value
+
+    hops = rng.randint(2, 4)
+    lines, value = chain(hops)
+    d = self.distance(rng, 30 * 12 + 40)
+    gaps = sorted((rng.randint(0, d) for _ in range(hops - 1)), reverse=True)
+    for k, (_, line) in enumerate(lines):
+      needles.append(Needle(f"\n{line}\n", d if k == 0 else gaps[k - 1]))
+    for _ in range(rng.randint(1, 3)):  # distractor chains
+      for _, line in chain(rng.randint(1, 3))[0]:
+        needles.append(Needle(f"\n{line}\n", None))
+    tail = [(f"\nQuestion: what is the value of {lines[-1][0]}? Answer:", False),
+            (f" {value}", True), ("\n", False)]
+    return Plan("variable_tracking", needles, tail, [(str(value), 0)],
+                rng.choice(("code", "mixed")))
+
+  def code_definition(self, rng) -> Plan:
+    fn = self.functions[rng.randrange(len(self.functions))]
+    head = f"\n# file: {fn.path}\n"
+    if fn.doc_first_line and rng.random() < 0.4:
+      question = f"\n# Question: what is the first line of the docstring of {fn.name}? Answer:"
+      answer = fn.doc_first_line
+      info = fn.source.find(answer) + len(answer)
+    else:
+      question = f"\n# Question: what are the parameters of {fn.name}? Answer:"
+      answer = fn.params
+      info = fn.source.find("\n", text_sources.def_params_span(fn.source, fn.name)[1])
+      info = len(fn.source) if info < 0 else info
+    needle = Needle(head + fn.source + "\n", None, info_chars=len(head) + info)
+    needle.end_gap = self.distance(rng, len(fn.source) // 2 + 64)
+    return Plan("code_definition", [needle],
+                [(question, False), (f" {answer}", True), ("\n", False)], [(answer, 0)], "code",
+                avoid_in_prompt=[f"def {fn.name}("])
+
+  def copy_span(self, rng) -> Plan:
+    words = self.sentences_from[rng.randrange(len(self.sentences_from))].split()
+    n = rng.randint(8, min(30, len(words)))
+    start = rng.randint(0, len(words) - n)
+    sentence = " ".join(words[start:start + n])
+    rid = _number(rng, set(), 4, 5)
+    needle = Needle(f"\n[record {rid}] {sentence}\n", None)
+    needle.end_gap = self.distance(rng, 2 * len(sentence) // 3 + 40)
+    return Plan("copy_span", [needle],
+                [(f"\nRepeat record {rid} exactly:", False), (f" {sentence}", True),
+                 ("\n", False)], [(sentence, 0)], self.kind(rng))
+
+
+def document_length(seq_len: int, max_doc_tokens: int | None, max_distance: int | None) -> int:
+  if max_doc_tokens:
+    return min(seq_len, max_doc_tokens)
+  if max_distance:
+    return min(seq_len, max_distance + 512)
+  return seq_len
+
+
+def make_document(cfg: dict, state, split: str, index: int) -> LongDoc:
+  """Document `index` of `split`: a pure function of (seed, split, index)."""
+  tok, filler, maker = state["tokenizer"], state["filler"], state["maker"]
+  rng = bu.doc_rng(cfg["seed"], "longctx", split, index)
+  task = cfg["tasks"][rng.randrange(len(cfg["tasks"]))]
+  for attempt in range(1, MAX_ATTEMPTS + 1):
+    plan = getattr(maker, task)(rng)
+    doc = assemble(plan, tok, filler, cfg["length"], rng)
+    if doc is not None and verify(doc, tok, plan):
+      doc.attempts = attempt
+      return doc
+  raise RuntimeError(f"could not build a verified {task} document ({split} #{index}) in "
+                     f"{MAX_ATTEMPTS} attempts; is the document length {cfg['length']} too "
+                     f"short for --min_distance {cfg['min_distance']}?")
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker side
+
+
+def make_worker_state(arg) -> dict:
+  cfg, corpus, filler = arg
+  return {"cfg": cfg, "tokenizer": load_tokenizer(cfg["tokenizer"]), "filler": filler,
+          "maker": TaskMaker(cfg, corpus, cfg["length"])}
+
+
+def _train_item(item):
+  split, index = item
+  state = bu.worker_state()
+  cfg = state["cfg"]
+  doc = make_document(cfg, state, split, index)
+  weights = None
+  if cfg["answer_weight"] != 1:
+    weights = np.where(doc.answer_mask, cfg["answer_weight"], 1).astype(np.uint8)
+  info = {"task": doc.task, "distance_tokens": [a["distance"] for a in doc.answers],
+          "attempts": doc.attempts}
+  return bu.Document(doc.tokens, weights, source=f"longctx/{doc.task}", info=info)
+
+
+def _eval_item(index):
+  state = bu.worker_state()
+  doc = make_document(state["cfg"], state, "eval", index)
+  tok = state["tokenizer"]
+  last = doc.answers[-1]
+  return {"task": doc.task, "prompt": tok.decode(doc.tokens[1:last["start"]]),
+          "answer": last["answer"], "distance_tokens": last["distance"],
+          "length_tokens": int(last["start"])}
+
+
+def prepare(cfg: dict, corpus_chars: int):
+  """Main-process setup shared with the workers: filler corpus tokenized once."""
+  tok = load_tokenizer(cfg["tokenizer"])
+  corpus = text_sources.load_corpus(corpus_chars)
+  return tok, corpus, build_filler(tok, corpus)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  bu.add_common_args(p)
+  p.add_argument("--seq_len", type=int, default=8192)
+  p.add_argument("--min_distance", type=int, default=128)
+  p.add_argument("--max_distance", type=int, default=None,
+                 help="short-range mode: distances up to this (documents shrink to fit)")
+  p.add_argument("--max_doc_tokens", type=int, default=None,
+                 help="curriculum: documents of this many tokens (e.g. 512 first)")
+  p.add_argument("--answer_weight", type=int, default=1, help="loss weight of answer tokens")
+  p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list from {TASKS}")
+  p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
+  p.add_argument("--eval_examples", type=int, default=500)
+  p.add_argument("--filler_chars", type=int, default=4_000_000,
+                 help="characters of stdlib source sampled for filler")
+  return p.parse_args(argv)
+
+
+def build(args) -> bu.Report:
+  tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+  unknown = sorted(set(tasks) - set(TASKS))
+  if unknown or not tasks:
+    raise ValueError(f"--tasks: unknown task(s) {unknown}; choose from {TASKS}")
+  if not 1 <= args.answer_weight <= 255:
+    raise ValueError(f"--answer_weight {args.answer_weight} must be in [1, 255] (uint8)")
+  length = document_length(args.seq_len, args.max_doc_tokens, args.max_distance)
+  if length < 128 or args.min_distance >= length - 64:
+    raise ValueError(f"documents of {length} tokens cannot hold distances from "
+                     f"{args.min_distance}; lower --min_distance or raise --max_doc_tokens")
+  cfg = {"seed": args.seed, "tokenizer": os.path.abspath(args.tokenizer), "tasks": tasks,
+         "length": length, "min_distance": args.min_distance, "max_distance": args.max_distance,
+         "answer_weight": args.answer_weight}
+  tok, corpus, filler = prepare(cfg, args.filler_chars)
+  report = bu.Report("longctx_hard")
+  distances, per_task, docs_info = [], {}, {"train": [], "val": []}
+  builder_meta = {"name": "longctx_hard", "seed": args.seed, "document_tokens": length,
+                  "tasks": list(tasks), "min_distance": args.min_distance,
+                  "max_distance": args.max_distance, "answer_weight": args.answer_weight}
+  targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
+  with bu.OrderedPool(make_worker_state, (cfg, corpus, filler), args.num_workers) as pool, \
+      shards.ShardDirWriter(args.out_dir, vocab_size=tok.vocab_size, tokenizer_path=tok.path,
+                            bos_id=tok.bos_id, eos_id=tok.eos_id, overwrite=args.overwrite,
+                            shard_tokens=args.shard_tokens, builder=builder_meta) as writer:
+    for split in ("train", "val"):
+      with bu.progress(targets[split], f"longctx {split}", args.quiet) as bar:
+        def record(doc, split=split):
+          offset = report.tokens[split] - doc.num_tokens
+          docs_info[split].append({"index": len(docs_info[split]), "offset": offset,
+                                   "length_tokens": doc.num_tokens, **doc.info})
+          if split == "train":
+            distances.extend(doc.info["distance_tokens"])
+          per_task[doc.info["task"]] = per_task.get(doc.info["task"], 0) + 1
+          if doc.info["attempts"] > 1:
+            report.skipped["redrawn_unverified"] += doc.info["attempts"] - 1
+        items = ((split, i) for i in itertools.count())
+        bu.write_documents(writer, split, pool.imap(_train_item, items), report, bar,
+                           targets[split], on_document=record)
+    eval_rows = pool.map(_eval_item, list(range(args.eval_examples)))
+  for split, rows in docs_info.items():
+    bu.write_jsonl(os.path.join(args.out_dir, f"{split}_documents.jsonl"), rows)
+  eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
+  bu.write_jsonl(eval_out, eval_rows)
+  report.extra["documents_per_task"] = dict(sorted(per_task.items()))
+  report.extra["distance_histogram"] = bu.histogram(distances, DISTANCE_EDGES)
+  if distances:
+    report.extra["fraction_distance_over_2048"] = round(
+        float(np.mean(np.asarray(distances) > 2048)), 4)
+  report.extra["document_tokens"] = length
+  report.extra["eval"] = f"{len(eval_rows)} examples -> {eval_out}"
+  return report
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  report = build(args)
+  bu.finish(report, args.out_dir, args.quiet)
+
+
+if __name__ == "__main__":
+  bu.run_main(main)

@@ -1,0 +1,904 @@
+"""Tool-calling conversations in the project's chat format: synthetic, and converted public sets.
+
+  python -m data_pipeline.tool_synth --out_dir data/shards/tools --tokenizer T.model \
+      --target_train_tokens 20000000 --target_val_tokens 200000 \
+      [--glaive glaive-function-calling-v2.json] [--hermes func-calling-singleturn.json ...]
+
+Synthetic conversations (glaive-like): 1-4 generated function schemas from 14 domains
+(weather, finance, travel, lodging, calendar, math, unit conversion, shopping, food,
+messaging, translation, health, news, productivity, entertainment) with JSON-Schema
+parameters (string, integer, number, boolean, enum, array; required fields), a user request,
+an assistant call whose arguments validate against the schema, the tool's response and a
+final answer. Also: turns that need no call (unrelated questions, requests no tool can serve,
+requests missing required details), several calls (parallel in one turn, or one per turn)
+and tool errors. Every call is checked with chat_format.validate_tool_call before it is
+written; a failure is counted and the conversation dropped.
+
+Converters for the public sets (also used by data_pipeline.sft):
+  glaive-function-calling-v2  JSON array of {system, chat}; calls are
+      `<functioncall> {"name": ..., "arguments": '<json string>'}`; survives rows with two
+      blank lines instead of three, text before `<functioncall>`, a function declared twice,
+      and a trailing user turn (dropped: it has nothing to learn).
+  hermes-function-calling-v1  ShareGPT conversations; tools in `<tools>` of the system turn,
+      calls in `<tool_call>` as Python dict literals, responses in `<tool_response>`.
+Records that fail (bad call payload, call not matching the offered schema, no assistant turn)
+are skipped and counted by reason; --strict stops at the first one, naming file and record.
+
+Loss is on assistant turns only (chat_format.encode_conversation). Conversations are packed
+into seq_len-token slots (builder_utils.WindowPacker) so none is cut by a reader window.
+Sources mix by weight (--synthetic_weight, --glaive_weight, --hermes_weight); a real file
+runs out after one pass. Held-out prompts for the tool-use eval go to --eval_out (default
+DIR/eval.jsonl): {"messages": [...up to the user turn], "tools": [...], "expected":
+"call"|"no_call", "expected_name": str|null, "expected_arguments": dict|null}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import itertools
+import json
+import math
+import os
+import re
+import string
+from typing import Any, Callable
+
+import numpy as np
+
+from data_pipeline import builder_utils as bu
+from data_pipeline import chat_format, shards
+from data_pipeline.tokenizer import load_tokenizer
+
+# ----------------------------------------------------------------------------------------------
+# Value pools
+
+CITIES = ["Oslo", "Lisbon", "Nairobi", "Kyoto", "Lima", "Toronto", "Melbourne", "Reykjavik",
+          "Seoul", "Cairo", "Vienna", "Santiago", "Hanoi", "Dublin", "Denver", "Marrakesh"]
+AIRPORTS = {"OSL": "Oslo", "LIS": "Lisbon", "NBO": "Nairobi", "KIX": "Osaka", "LIM": "Lima",
+            "YYZ": "Toronto", "MEL": "Melbourne", "KEF": "Reykjavik", "ICN": "Seoul",
+            "CAI": "Cairo", "VIE": "Vienna", "DUB": "Dublin", "DEN": "Denver", "JFK": "New York"}
+CURRENCIES = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "JPY": 151.2, "CHF": 0.88, "CAD": 1.36,
+              "AUD": 1.52, "SEK": 10.4, "NOK": 10.6, "INR": 83.1, "BRL": 4.97}
+STOCKS = {"AAPL": 189.3, "MSFT": 415.2, "NVDA": 880.1, "AMZN": 178.4, "IBM": 190.6,
+          "ORCL": 125.7, "SAP": 182.0, "ASML": 960.3, "TSLA": 175.8, "KO": 60.1}
+PRODUCTS = ["wireless headphones", "hiking boots", "a standing desk", "an espresso machine",
+            "a rain jacket", "a mechanical keyboard", "a yoga mat", "a cast iron pan",
+            "a backpack", "a desk lamp", "running shoes", "a water bottle"]
+CUISINES = ["italian", "japanese", "mexican", "indian", "thai", "ethiopian", "french", "korean"]
+LANGUAGES = ["French", "Spanish", "German", "Japanese", "Portuguese", "Italian", "Korean"]
+PHRASES = ["Where is the train station?", "Thank you for your help.", "The meeting starts at nine.",
+           "I would like a table for two.", "How much does this cost?", "Good morning, everyone."]
+NAMES = ["alex", "maria", "kenji", "amara", "lucas", "priya", "noor", "sven", "ines", "tomas"]
+DOMAINS = ["example.com", "mail.example.org", "company.example.net"]
+TOPICS = ["technology", "science", "sports", "business", "health", "climate"]
+GENRES = ["comedy", "drama", "science fiction", "documentary", "thriller", "animation"]
+EVENTS = ["Team sync", "Dentist appointment", "Project review", "Lunch with Sam",
+          "Quarterly planning", "Yoga class", "Parent-teacher meeting"]
+TODOS = ["renew the passport", "buy groceries", "call the plumber", "submit the expense report",
+         "water the plants", "book the car service"]
+CONDITIONS = ["sunny", "cloudy", "light rain", "snow", "windy", "foggy", "clear"]
+LENGTH_UNITS = {"meters": 1.0, "kilometers": 1000.0, "miles": 1609.344, "feet": 0.3048,
+                "inches": 0.0254}
+MASS_UNITS = {"kilograms": 1.0, "grams": 0.001, "pounds": 0.45359237, "ounces": 0.028349523}
+
+
+def _date(rng) -> str:
+  return f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+
+def _time(rng) -> str:
+  return f"{rng.randint(7, 19):02d}:{rng.choice(['00', '15', '30', '45'])}"
+
+
+def _email(rng) -> str:
+  return f"{rng.choice(NAMES)}@{rng.choice(DOMAINS)}"
+
+
+def _money(x: float) -> str:
+  return f"{x:,.2f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Function library
+
+
+@dataclasses.dataclass
+class Param:
+  name: str
+  schema: dict
+  draw: Callable  # rng -> value (or rng, drawn_so_far -> value when `needs_args`)
+  say: Callable = str  # how the user mentions the value
+  needs_args: bool = False
+
+
+@dataclasses.dataclass
+class Function:
+  domain: str
+  name: str
+  description: str
+  params: list[Param]
+  required: list[str]
+  requests: list[str]  # templates; placeholders name parameters; every required one appears
+  respond: Callable  # (args, rng) -> result dict
+  answer: Callable  # (args, result) -> final answer text
+  missing_info_request: str = ""  # a request without the required details
+  missing_info_reply: str = ""
+
+  def schema(self) -> dict:
+    return {"name": self.name, "description": self.description,
+            "parameters": {"type": "object",
+                           "properties": {p.name: p.schema for p in self.params},
+                           "required": list(self.required)}}
+
+
+def _s(desc, **kw):
+  return {"type": "string", "description": desc, **kw}
+
+
+def _enum(desc, values):
+  return {"type": "string", "enum": list(values), "description": desc}
+
+
+def _convert_units(args):
+  table = LENGTH_UNITS if args["from_unit"] in LENGTH_UNITS else MASS_UNITS
+  return args["value"] * table[args["from_unit"]] / table[args["to_unit"]]
+
+
+def _unit_pair(rng, _args):
+  table = rng.choice((LENGTH_UNITS, MASS_UNITS))
+  return rng.sample(sorted(table), 2)
+
+
+def _stat(args):
+  xs = sorted(args["numbers"])
+  m = args["measure"]
+  if m == "median":
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+  return {"mean": sum(xs) / len(xs), "max": xs[-1], "min": xs[0], "sum": sum(xs)}[m]
+
+
+def _loan(args):
+  r, n = args["annual_rate"] / 100 / 12, args["years"] * 12
+  p = args["principal"]
+  return p / n if r == 0 else p * r / (1 - (1 + r) ** -n)
+
+
+def _fx(args):
+  return args["amount"] / CURRENCIES[args["from_currency"]] * CURRENCIES[args["to_currency"]]
+
+
+LIBRARY: list[Function] = [
+    Function(
+        "weather", "get_current_weather", "Get the current weather for a city",
+        [Param("location", _s("City name, e.g. Oslo"), lambda r: r.choice(CITIES)),
+         Param("unit", _enum("Temperature unit", ["celsius", "fahrenheit"]),
+               lambda r: r.choice(["celsius", "fahrenheit"]))],
+        ["location"],
+        ["What's the weather like in {location} right now?",
+         "Is it cold in {location} today?",
+         "Can you check the current weather in {location} in {unit}?",
+         "Tell me the temperature in {location}, in {unit} please."],
+        lambda a, r: {"location": a["location"], "temperature": r.randint(-5, 33),
+                      "unit": a.get("unit", "celsius"), "condition": r.choice(CONDITIONS)},
+        lambda a, res: (f"It is currently {res['temperature']} degrees {res['unit']} in "
+                        f"{res['location']}, {res['condition']}."),
+        "What's the weather like?", "Sure, which city would you like the weather for?"),
+    Function(
+        "weather", "get_weather_forecast", "Get a daily weather forecast for a city",
+        [Param("location", _s("City name"), lambda r: r.choice(CITIES)),
+         Param("days", {"type": "integer", "minimum": 1, "maximum": 7,
+                        "description": "Number of days"}, lambda r: r.randint(2, 5))],
+        ["location", "days"],
+        ["What will the weather be in {location} over the next {days} days?",
+         "Give me a {days}-day forecast for {location}."],
+        lambda a, r: {"location": a["location"],
+                      "forecast": [{"day": d + 1, "high_c": r.randint(0, 30),
+                                    "condition": r.choice(CONDITIONS)}
+                                   for d in range(a["days"])]},
+        lambda a, res: (f"Forecast for {res['location']}: " + "; ".join(
+            f"day {f['day']}: {f['condition']}, high {f['high_c']} °C" for f in res["forecast"])
+                        + "."),
+        "I need a weather forecast.", "Happy to help. For which city, and for how many days?"),
+    Function(
+        "finance", "get_stock_price", "Get the latest price of a stock by ticker symbol",
+        [Param("symbol", _s("Ticker symbol, e.g. AAPL"), lambda r: r.choice(sorted(STOCKS)))],
+        ["symbol"],
+        ["What's the current price of {symbol}?", "How is {symbol} trading right now?",
+         "Look up the stock price for {symbol}."],
+        lambda a, r: {"symbol": a["symbol"],
+                      "price": round(STOCKS[a["symbol"]] * r.uniform(0.95, 1.05), 2),
+                      "currency": "USD"},
+        lambda a, res: f"{res['symbol']} is trading at ${_money(res['price'])}.",
+        "Can you check a stock price for me?", "Sure, which ticker symbol should I look up?"),
+    Function(
+        "finance", "convert_currency", "Convert an amount of money between currencies",
+        [Param("amount", {"type": "number", "description": "Amount to convert"},
+               lambda r: r.choice([r.randint(5, 5000), round(r.uniform(1, 999), 2)])),
+         Param("from_currency", _s("ISO currency code to convert from"),
+               lambda r: r.choice(sorted(CURRENCIES))),
+         Param("to_currency", _s("ISO currency code to convert to"),
+               lambda r, a: r.choice([c for c in sorted(CURRENCIES) if c != a["from_currency"]]),
+               needs_args=True)],
+        ["amount", "from_currency", "to_currency"],
+        ["How much is {amount} {from_currency} in {to_currency}?",
+         "Convert {amount} {from_currency} to {to_currency}, please.",
+         "I have {amount} {from_currency}. What is that in {to_currency}?"],
+        lambda a, r: {"converted_amount": round(_fx(a), 2), "currency": a["to_currency"]},
+        lambda a, res: (f"{a['amount']} {a['from_currency']} is about "
+                        f"{_money(res['converted_amount'])} {res['currency']}."),
+        "I want to convert some money.", "Of course. How much, and from which currency to which?"),
+    Function(
+        "finance", "calculate_loan_payment", "Monthly payment of a fixed-rate loan",
+        [Param("principal", {"type": "number", "description": "Loan amount"},
+               lambda r: r.randint(5, 500) * 1000),
+         Param("annual_rate", {"type": "number", "description": "Annual interest rate in %"},
+               lambda r: round(r.uniform(1.5, 9.5), 1)),
+         Param("years", {"type": "integer", "description": "Term in years"},
+               lambda r: r.choice([5, 10, 15, 20, 25, 30]))],
+        ["principal", "annual_rate", "years"],
+        ["What would my monthly payment be on a {principal} loan at {annual_rate}% over "
+         "{years} years?",
+         "Calculate the monthly payment for borrowing {principal} for {years} years at "
+         "{annual_rate} percent."],
+        lambda a, r: {"monthly_payment": round(_loan(a), 2)},
+        lambda a, res: (f"The monthly payment would be {_money(res['monthly_payment'])} "
+                        f"over {a['years']} years."),
+        "Can you work out a loan payment?",
+        "Sure. What is the loan amount, the annual interest rate and the term in years?"),
+    Function(
+        "travel", "search_flights", "Search flights between two airports on a date",
+        [Param("origin", _s("IATA code of the departure airport"),
+               lambda r: r.choice(sorted(AIRPORTS))),
+         Param("destination", _s("IATA code of the arrival airport"),
+               lambda r, a: r.choice([c for c in sorted(AIRPORTS) if c != a["origin"]]),
+               needs_args=True),
+         Param("date", _s("Departure date, YYYY-MM-DD", format="date"), _date),
+         Param("passengers", {"type": "integer", "minimum": 1, "maximum": 9,
+                              "description": "Number of passengers"}, lambda r: r.randint(1, 4)),
+         Param("cabin", _enum("Cabin class", ["economy", "premium", "business"]),
+               lambda r: r.choice(["economy", "premium", "business"]))],
+        ["origin", "destination", "date"],
+        ["Find me a flight from {origin} to {destination} on {date}.",
+         "Are there flights {origin} to {destination} on {date} for {passengers} people?",
+         "Search {cabin} flights from {origin} to {destination} on {date}."],
+        lambda a, r: {"flights": [{"flight": f"{r.choice(['TP', 'SK', 'LH', 'KL'])}"
+                                             f"{r.randint(100, 9999)}",
+                                   "departs": _time(r), "price_usd": r.randint(90, 1400)}
+                                  for _ in range(r.randint(1, 3))]},
+        lambda a, res: (f"I found {len(res['flights'])} option(s) from {a['origin']} to "
+                        f"{a['destination']} on {a['date']}: " + "; ".join(
+                            f"{f['flight']} at {f['departs']} for ${f['price_usd']}"
+                            for f in res["flights"]) + "."),
+        "Find me a flight please.", "Sure. From which airport to which, and on what date?"),
+    Function(
+        "lodging", "book_hotel", "Book a hotel room",
+        [Param("city", _s("City"), lambda r: r.choice(CITIES)),
+         Param("check_in", _s("Check-in date, YYYY-MM-DD"), _date),
+         Param("nights", {"type": "integer", "minimum": 1, "description": "Number of nights"},
+               lambda r: r.randint(1, 10)),
+         Param("guests", {"type": "integer", "minimum": 1, "description": "Number of guests"},
+               lambda r: r.randint(1, 4))],
+        ["city", "check_in", "nights"],
+        ["Book a hotel in {city} from {check_in} for {nights} nights.",
+         "I need a room in {city} for {guests} guests, checking in {check_in}, {nights} nights."],
+        lambda a, r: {"confirmation": f"H{r.randint(100000, 999999)}", "city": a["city"],
+                      "total_usd": a["nights"] * r.randint(70, 300)},
+        lambda a, res: (f"Your hotel in {res['city']} is booked from {a['check_in']} for "
+                        f"{a['nights']} night(s). Confirmation {res['confirmation']}, total "
+                        f"${res['total_usd']}."),
+        "Book me a hotel.", "Happy to. Which city, what check-in date and how many nights?"),
+    Function(
+        "calendar", "create_calendar_event", "Create an event in the user's calendar",
+        [Param("title", _s("Event title"), lambda r: r.choice(EVENTS)),
+         Param("date", _s("Date, YYYY-MM-DD"), _date),
+         Param("start_time", _s("Start time, HH:MM (24h)"), _time),
+         Param("duration_minutes", {"type": "integer", "minimum": 5,
+                                    "description": "Length in minutes"},
+               lambda r: r.choice([15, 30, 45, 60, 90])),
+         Param("attendees", {"type": "array", "items": {"type": "string"},
+                             "description": "Email addresses of attendees"},
+               lambda r: sorted({_email(r) for _ in range(r.randint(1, 3))}),
+               say=lambda v: " and ".join(v))],
+        ["title", "date", "start_time"],
+        ["Put '{title}' in my calendar on {date} at {start_time}.",
+         "Schedule '{title}' on {date} at {start_time} for {duration_minutes} minutes.",
+         "Create an event '{title}' on {date} at {start_time} and invite {attendees}."],
+        lambda a, r: {"event_id": f"evt_{r.randint(1000, 9999)}", "status": "created"},
+        lambda a, res: f"Done: '{a['title']}' is on your calendar for {a['date']} at "
+                       f"{a['start_time']}.",
+        "Add a meeting to my calendar.", "Sure. What's the title, the date and the start time?"),
+    Function(
+        "math", "calculate_statistics", "Compute a summary statistic of a list of numbers",
+        [Param("numbers", {"type": "array", "items": {"type": "number"}, "minItems": 1,
+                           "description": "The numbers"},
+               lambda r: [r.randint(1, 200) for _ in range(r.randint(3, 7))],
+               say=lambda v: ", ".join(map(str, v))),
+         Param("measure", _enum("Statistic", ["mean", "median", "max", "min", "sum"]),
+               lambda r: r.choice(["mean", "median", "max", "min", "sum"]))],
+        ["numbers", "measure"],
+        ["What is the {measure} of {numbers}?", "Compute the {measure} of these: {numbers}."],
+        lambda a, r: {"result": round(_stat(a), 4)},
+        lambda a, res: f"The {a['measure']} is {res['result']}.",
+        "Can you compute a statistic for me?", "Sure. Which numbers, and which statistic?"),
+    Function(
+        "math", "calculate_percentage", "Compute what percentage one number is of another",
+        [Param("part", {"type": "number", "description": "The part"}, lambda r: r.randint(1, 500)),
+         Param("whole", {"type": "number", "exclusiveMinimum": 0, "description": "The whole"},
+               lambda r, a: a["part"] + r.randint(1, 1000), needs_args=True)],
+        ["part", "whole"],
+        ["What percentage of {whole} is {part}?", "{part} out of {whole} is what percent?"],
+        lambda a, r: {"percentage": round(100 * a["part"] / a["whole"], 2)},
+        lambda a, res: f"{a['part']} is {res['percentage']}% of {a['whole']}.",
+        "Help me with a percentage.", "Sure. Which part and which whole?"),
+    Function(
+        "units", "convert_units", "Convert a quantity between units of length or mass",
+        [Param("value", {"type": "number", "description": "Quantity"},
+               lambda r: r.choice([r.randint(1, 500), round(r.uniform(0.5, 99), 1)])),
+         Param("from_unit", _enum("Unit to convert from", list(LENGTH_UNITS) + list(MASS_UNITS)),
+               lambda r: None),
+         Param("to_unit", _enum("Unit to convert to", list(LENGTH_UNITS) + list(MASS_UNITS)),
+               lambda r: None)],
+        ["value", "from_unit", "to_unit"],
+        ["How many {to_unit} is {value} {from_unit}?", "Convert {value} {from_unit} to {to_unit}."],
+        lambda a, r: {"result": round(_convert_units(a), 4), "unit": a["to_unit"]},
+        lambda a, res: f"{a['value']} {a['from_unit']} is {res['result']} {res['unit']}.",
+        "I need to convert a measurement.", "Sure. What value, and from which unit to which?"),
+    Function(
+        "shopping", "search_products", "Search an online store's catalogue",
+        [Param("query", _s("What to look for"), lambda r: r.choice(PRODUCTS)),
+         Param("max_price", {"type": "number", "description": "Highest price in USD"},
+               lambda r: r.choice([50, 100, 150, 250, 500])),
+         Param("in_stock_only", {"type": "boolean", "description": "Only items in stock"},
+               lambda r: True, say=lambda v: "in stock")],
+        ["query"],
+        ["I'm looking for {query}.", "Find {query} under ${max_price}.",
+         "Show me {query} that are {in_stock_only}, under ${max_price}."],
+        lambda a, r: {"results": [{"name": f"{a['query'].split()[-1].title()} "
+                                           f"{r.choice(['Pro', 'Lite', 'Max', 'One'])}",
+                                   "price": round(r.uniform(10, a.get("max_price", 400)), 2),
+                                   "in_stock": True} for _ in range(r.randint(1, 3))]},
+        lambda a, res: "Here is what I found: " + "; ".join(
+            f"{x['name']} at ${_money(x['price'])}" for x in res["results"]) + ".",
+        "I want to buy something.", "Sure, what are you looking for?"),
+    Function(
+        "food", "find_restaurants", "Find restaurants by cuisine in a city",
+        [Param("location", _s("City"), lambda r: r.choice(CITIES)),
+         Param("cuisine", _enum("Cuisine", CUISINES), lambda r: r.choice(CUISINES)),
+         Param("price_range", _enum("Price range", ["$", "$$", "$$$"]),
+               lambda r: r.choice(["$", "$$", "$$$"]))],
+        ["location", "cuisine"],
+        ["Any good {cuisine} restaurants in {location}?",
+         "Find a {cuisine} place in {location} in the {price_range} range."],
+        lambda a, r: {"restaurants": [{"name": f"{r.choice(['Casa', 'Little', 'Golden', 'Blue'])} "
+                                               f"{r.choice(['Garden', 'Table', 'Lantern', 'Fig'])}",
+                                       "rating": round(r.uniform(3.5, 4.9), 1)}
+                                      for _ in range(r.randint(1, 3))]},
+        lambda a, res: (f"Some {a['cuisine']} options in {a['location']}: " + ", ".join(
+            f"{x['name']} (rated {x['rating']})" for x in res["restaurants"]) + "."),
+        "Recommend a restaurant.", "Sure. In which city, and what kind of food?"),
+    Function(
+        "messaging", "send_email", "Send an email",
+        [Param("to", _s("Recipient email address"), _email),
+         Param("subject", _s("Subject line"), lambda r: r.choice(EVENTS)),
+         Param("body", _s("Message text"),
+               lambda r: r.choice(["See you there.", "Running ten minutes late.",
+                                   "Can we move this to next week?", "Agenda attached."]))],
+        ["to", "subject", "body"],
+        ["Email {to} with the subject '{subject}' saying: {body}",
+         "Send {to} a message titled '{subject}': {body}"],
+        lambda a, r: {"status": "sent", "message_id": f"m{r.randint(10000, 99999)}"},
+        lambda a, res: f"Your email to {a['to']} has been sent.",
+        "Send an email for me.", "Sure. To whom, with what subject, and what should it say?"),
+    Function(
+        "translation", "translate_text", "Translate text into another language",
+        [Param("text", _s("Text to translate"), lambda r: r.choice(PHRASES)),
+         Param("target_language", _enum("Language to translate into", LANGUAGES),
+               lambda r: r.choice(LANGUAGES))],
+        ["text", "target_language"],
+        ["Translate \"{text}\" into {target_language}.",
+         "How do you say \"{text}\" in {target_language}?"],
+        lambda a, r: {"translation": f"[{a['target_language']}] {a['text']}"},
+        lambda a, res: f"In {a['target_language']}: {res['translation']}",
+        "Translate something for me.", "Sure. What text, and into which language?"),
+    Function(
+        "health", "calculate_bmi", "Calculate body mass index",
+        [Param("weight_kg", {"type": "number", "description": "Weight in kilograms"},
+               lambda r: r.randint(45, 120)),
+         Param("height_m", {"type": "number", "description": "Height in meters"},
+               lambda r: round(r.uniform(1.5, 2.0), 2))],
+        ["weight_kg", "height_m"],
+        ["My weight is {weight_kg} kg and I'm {height_m} m tall. What's my BMI?",
+         "Calculate the BMI for {weight_kg} kg at {height_m} m."],
+        lambda a, r: {"bmi": round(a["weight_kg"] / a["height_m"] ** 2, 1)},
+        lambda a, res: f"Your BMI is {res['bmi']}.",
+        "What's my BMI?", "I can calculate it. What are your weight in kg and height in m?"),
+    Function(
+        "news", "get_news_headlines", "Get the latest headlines on a topic",
+        [Param("topic", _enum("Topic", TOPICS), lambda r: r.choice(TOPICS)),
+         Param("count", {"type": "integer", "minimum": 1, "maximum": 10,
+                         "description": "How many headlines"}, lambda r: r.randint(2, 4))],
+        ["topic"],
+        ["What's new in {topic}?", "Give me the top {count} {topic} headlines."],
+        lambda a, r: {"headlines": [f"{a['topic'].title()} update {i + 1}: report "
+                                    f"#{r.randint(100, 999)} published"
+                                    for i in range(a.get("count", 3))]},
+        lambda a, res: "Latest headlines: " + "; ".join(res["headlines"]) + ".",
+        "Tell me the news.", "Sure, which topic are you interested in?"),
+    Function(
+        "productivity", "add_todo_item", "Add a task to the to-do list",
+        [Param("task", _s("What needs doing"), lambda r: r.choice(TODOS)),
+         Param("due_date", _s("Due date, YYYY-MM-DD"), _date),
+         Param("priority", _enum("Priority", ["low", "medium", "high"]),
+               lambda r: r.choice(["low", "medium", "high"]))],
+        ["task"],
+        ["Remind me to {task}.", "Add '{task}' to my to-do list, due {due_date}.",
+         "Add a {priority} priority task: {task}, due {due_date}."],
+        lambda a, r: {"item_id": r.randint(1, 999), "status": "added"},
+        lambda a, res: f"Added '{a['task']}' to your to-do list.",
+        "Add something to my to-do list.", "Sure, what should I add?"),
+    Function(
+        "entertainment", "search_movies", "Search movies by genre and year",
+        [Param("genre", _enum("Genre", GENRES), lambda r: r.choice(GENRES)),
+         Param("year", {"type": "integer", "minimum": 1950, "maximum": 2025,
+                        "description": "Release year"}, lambda r: r.randint(1980, 2024))],
+        ["genre"],
+        ["Recommend a {genre} movie.", "Any good {genre} films from {year}?"],
+        lambda a, r: {"movies": [f"The {r.choice(['Long', 'Quiet', 'Last', 'Bright'])} "
+                                 f"{r.choice(['Road', 'Summer', 'Signal', 'Harbor'])}"
+                                 for _ in range(r.randint(1, 3))]},
+        lambda a, res: f"You might enjoy: {', '.join(res['movies'])}.",
+        "Suggest a movie.", "Sure, what genre do you feel like?"),
+]
+BY_NAME = {f.name: f for f in LIBRARY}
+
+SYSTEM_PROMPTS = [
+    "You are a helpful assistant with access to tools. Call a tool when it helps.",
+    "You are a helpful assistant. Use the functions below when they are needed to answer.",
+    "You can call the following tools. Only call a tool if the request needs it.",
+    "",
+]
+UNSUPPORTED = [("Can you order me a taxi to the airport?", "order taxis"),
+               ("Please turn off the living room lights.", "control lights"),
+               ("Play some relaxing music.", "play music"),
+               ("Can you call my mother?", "make phone calls"),
+               ("Pay my electricity bill.", "pay bills")]
+SMALL_TALK = [("Thanks, that's all for now!", "You're welcome! Let me know if you need anything "
+               "else."),
+              ("Hi there!", "Hello! How can I help you today?"),
+              ("What can you do?", None)]
+ERRORS = ["The service is temporarily unavailable. Please try again later.",
+          "Rate limit exceeded.", "Invalid input: {detail}."]
+
+
+def _draw_args(fn: Function, rng, names: set[str]) -> dict:
+  args = {}
+  for p in fn.params:
+    if p.name not in names:
+      continue
+    args[p.name] = p.draw(rng, args) if p.needs_args else p.draw(rng)
+  if fn.name == "convert_units":
+    args["from_unit"], args["to_unit"] = _unit_pair(rng, args)
+  return args
+
+
+def _request(fn: Function, rng) -> tuple[str, dict]:
+  template = rng.choice(fn.requests)
+  names = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+  missing = set(fn.required) - names
+  assert not missing, f"{fn.name} request {template!r} lacks required {missing}"
+  args = _draw_args(fn, rng, names)
+  by = {p.name: p for p in fn.params}
+  text = template.format(**{k: by[k].say(v) for k, v in args.items()})
+  return text, args
+
+
+def _call_msg(rng, calls: list[dict]) -> dict:
+  lead = rng.choice(["", "", "", "Let me check that for you.", "One moment."])
+  return {"role": "assistant", "content": lead, "tool_calls": calls}
+
+
+def _tool_msg(result: dict) -> dict:
+  return {"role": "tool", "content": json.dumps(result, ensure_ascii=False)}
+
+
+def synthesize(rng) -> tuple[list[dict], list[dict], dict]:
+  """One synthetic conversation: (messages, tools, eval facts about the first user turn)."""
+  kind = rng.choices(["single", "parallel", "sequential", "error", "no_call"],
+                     [45, 12, 13, 10, 20])[0]
+  offered = rng.sample(LIBRARY, rng.randint(1, 4))
+  main = offered[0]
+  rng.shuffle(offered)
+  tools = [f.schema() for f in offered]
+  messages = []
+  system = rng.choice(SYSTEM_PROMPTS)
+  if system:
+    messages.append({"role": "system", "content": system})
+  facts = {"expected": "call", "expected_name": main.name, "expected_arguments": None}
+  if kind == "no_call":
+    facts = {"expected": "no_call", "expected_name": None, "expected_arguments": None}
+    flavour = rng.choice(["arithmetic", "unsupported", "small_talk", "missing_info"])
+    if flavour == "arithmetic":
+      a, b = rng.randint(2, 99), rng.randint(2, 99)
+      op, f = rng.choice([("plus", a + b), ("times", a * b), ("minus", a - b)])
+      messages += [{"role": "user", "content": f"What is {a} {op} {b}?"},
+                   {"role": "assistant", "content": f"{a} {op} {b} is {f}."}]
+    elif flavour == "unsupported":
+      ask, what = rng.choice(UNSUPPORTED)
+      can = " and ".join(f.description[0].lower() + f.description[1:] for f in offered[:2])
+      messages += [{"role": "user", "content": ask},
+                   {"role": "assistant", "content": f"Sorry, I can't {what} with the tools I "
+                                                    f"have. I can {can}."}]
+    elif flavour == "small_talk":
+      ask, reply = rng.choice(SMALL_TALK)
+      reply = reply or ("I can help with: " + "; ".join(f.description.lower() for f in offered)
+                        + ".")
+      messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": reply}]
+    else:
+      messages += [{"role": "user", "content": main.missing_info_request},
+                   {"role": "assistant", "content": main.missing_info_reply}]
+      facts["expected_name"] = None
+    return messages, tools, facts
+  text, args = _request(main, rng)
+  facts["expected_arguments"] = args
+  if kind == "parallel":
+    text2, args2 = _request(main, rng)
+    messages.append({"role": "user", "content": f"{text} Also: {text2[0].lower()}{text2[1:]}"})
+    results = [main.respond(args, rng), main.respond(args2, rng)]
+    messages.append(_call_msg(rng, [{"name": main.name, "arguments": args},
+                                    {"name": main.name, "arguments": args2}]))
+    messages += [_tool_msg(r) for r in results]
+    messages.append({"role": "assistant", "content": main.answer(args, results[0]) + " "
+                     + main.answer(args2, results[1])})
+    return messages, tools, facts
+  messages.append({"role": "user", "content": text})
+  messages.append(_call_msg(rng, [{"name": main.name, "arguments": args}]))
+  if kind == "error":
+    detail = f"{next(iter(args))} {json.dumps(next(iter(args.values())))} was not recognised"
+    error = rng.choice(ERRORS).format(detail=detail)
+    messages.append(_tool_msg({"error": error}))
+    messages.append({"role": "assistant", "content": f"Sorry, that didn't work: {error} "
+                     "Would you like me to try again, or change the request?"})
+    return messages, tools, facts
+  result = main.respond(args, rng)
+  messages.append(_tool_msg(result))
+  messages.append({"role": "assistant", "content": main.answer(args, result)})
+  if kind == "sequential":
+    second = rng.choice(offered)
+    text2, args2 = _request(second, rng)
+    result2 = second.respond(args2, rng)
+    messages += [{"role": "user", "content": text2},
+                 _call_msg(rng, [{"name": second.name, "arguments": args2}]),
+                 _tool_msg(result2),
+                 {"role": "assistant", "content": second.answer(args2, result2)}]
+  return messages, tools, facts
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking calls
+
+
+def call_problems(messages: list[dict], tools: list[dict]) -> list[str]:
+  """Problems of every call as rendered, checked with chat_format.validate_tool_call."""
+  problems = []
+  for m in messages:
+    if m.get("role") == "assistant" and m.get("tool_calls"):
+      text = "".join(chat_format.format_tool_call(c["name"], c["arguments"])
+                     for c in m["tool_calls"])
+      for payload in chat_format.parse_assistant_output(text)["tool_calls"]:
+        try:
+          problems += chat_format.validate_tool_call(payload, tools)
+        except Exception as e:  # jsonschema rejects a malformed schema itself
+          problems.append(f"schema error: {type(e).__name__}: {e}")
+  return problems
+
+
+def _tool_schema(obj: Any) -> dict:
+  """A function description in our shape: {name, description, parameters}."""
+  if isinstance(obj, dict) and obj.get("type") == "function" and isinstance(obj.get("function"),
+                                                                            dict):
+    obj = obj["function"]
+  if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+    raise bu.SkipRecord("bad_tool_schema", "a tool without a string name")
+  out = {"name": obj["name"], "description": obj.get("description", "")}
+  params = obj.get("parameters")
+  out["parameters"] = params if isinstance(params, dict) else {"type": "object",
+                                                               "properties": {}}
+  return out
+
+
+def _dedupe_tools(tools: list[dict]) -> list[dict]:
+  seen, out = set(), []
+  for t in tools:
+    if t["name"] not in seen:  # glaive sometimes declares a function twice
+      seen.add(t["name"])
+      out.append(t)
+  return out
+
+
+def _finish(messages: list[dict], tools: list[dict]) -> tuple[list[dict], list[dict]]:
+  while messages and messages[-1]["role"] != "assistant":
+    messages.pop()  # a trailing user/tool turn has no assistant reply to learn
+  if not any(m["role"] == "assistant" for m in messages):
+    raise bu.SkipRecord("no_assistant_turn")
+  problems = call_problems(messages, tools)
+  if problems:
+    raise bu.SkipRecord("call_fails_schema", problems[0][:200])
+  return messages, tools
+
+
+# ----------------------------------------------------------------------------------------------
+# glaive-function-calling-v2
+
+
+_GLAIVE_TURN = re.compile(r"(?:^|\n+)\s*(USER|ASSISTANT|FUNCTION RESPONSE):\s?")
+_GLAIVE_CALL = re.compile(r'^\{\s*"name"\s*:\s*"([^"]+)"\s*,\s*"arguments"\s*:\s*\'(.*)\'\s*\}$',
+                          re.S)
+
+
+def _json_objects(text: str) -> list[dict]:
+  """Every top-level JSON object in text (glaive lists functions one after another)."""
+  decoder, out, i = json.JSONDecoder(), [], 0
+  while True:
+    i = text.find("{", i)
+    if i < 0:
+      return out
+    try:
+      obj, end = decoder.raw_decode(text, i)
+    except json.JSONDecodeError:
+      raise bu.SkipRecord("bad_function_schema_json", text[i:i + 60]) from None
+    out.append(obj)
+    i = end
+
+
+def parse_glaive_call(payload: str) -> dict:
+  payload = payload.replace("<|endoftext|>", "").strip()
+  m = _GLAIVE_CALL.match(payload)
+  try:
+    if m:
+      name, args = m.group(1), json.loads(m.group(2)) if m.group(2).strip() else {}
+    else:  # some rows carry the arguments as an object, not a quoted string
+      obj = json.loads(payload)
+      name, args = obj["name"], obj.get("arguments", {})
+      if isinstance(args, str):
+        args = json.loads(args) if args.strip() else {}
+  except (json.JSONDecodeError, KeyError, TypeError):
+    raise bu.SkipRecord("bad_function_call_json", payload[:80]) from None
+  if not isinstance(args, dict):
+    raise bu.SkipRecord("bad_function_call_json", "arguments are not an object")
+  return {"name": name, "arguments": args}
+
+
+def convert_glaive(record: Any) -> tuple[list[dict], list[dict]]:
+  """A glaive-function-calling-v2 record {system, chat} -> (messages, tools)."""
+  if not isinstance(record, dict) or not isinstance(record.get("chat"), str):
+    raise bu.SkipRecord("bad_record_schema", "expected {system, chat} strings")
+  system = (record.get("system") or "").strip()
+  system = re.sub(r"^SYSTEM:\s*", "", system)
+  brace = system.find("{")
+  tools = []
+  if brace >= 0:
+    tools = _dedupe_tools([_tool_schema(t) for t in _json_objects(system[brace:])])
+    system = system[:brace].strip().rstrip("-").strip()
+  messages = [{"role": "system", "content": system}] if system else []
+  parts = _GLAIVE_TURN.split(record["chat"])
+  for role, text in zip(parts[1::2], parts[2::2]):
+    text = text.replace("<|endoftext|>", "").strip()
+    if role == "USER":
+      messages.append({"role": "user", "content": text})
+    elif role == "FUNCTION RESPONSE":
+      messages.append({"role": "tool", "content": text})
+    elif "<functioncall>" in text:
+      before, payload = text.split("<functioncall>", 1)
+      messages.append({"role": "assistant", "content": before.strip(),
+                       "tool_calls": [parse_glaive_call(payload)]})
+    else:
+      messages.append({"role": "assistant", "content": text})
+  return _finish(messages, tools)
+
+
+# ----------------------------------------------------------------------------------------------
+# hermes-function-calling-v1
+
+
+_HERMES_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                 "assistant": "assistant", "tool": "tool", "function": "tool"}
+_TAG = lambda name: re.compile(rf"<{name}>(.*?)</{name}>", re.S)  # noqa: E731
+
+
+def _literal(text: str, reason: str) -> Any:
+  text = text.strip()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    pass
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError, MemoryError, RecursionError):
+    raise bu.SkipRecord(reason, text[:80]) from None
+
+
+def convert_hermes(record: Any) -> tuple[list[dict], list[dict]]:
+  """A hermes-function-calling-v1 ShareGPT record -> (messages, tools)."""
+  conv = record.get("conversations") if isinstance(record, dict) else None
+  if not isinstance(conv, list):
+    raise bu.SkipRecord("bad_record_schema", "no 'conversations' list")
+  messages, tools = [], []
+  for turn in conv:
+    if not isinstance(turn, dict) or turn.get("from") not in _HERMES_ROLES:
+      raise bu.SkipRecord("unknown_role", str(turn.get("from") if isinstance(turn, dict)
+                                              else turn)[:40])
+    role, value = _HERMES_ROLES[turn["from"]], turn.get("value") or ""
+    if role == "system":
+      # The prompt names the tags in prose ("within <tools></tools> XML tags") before the
+      # real block, so take the last non-empty block.
+      blocks = [b for b in _TAG("tools").findall(value) if b.strip()]
+      if blocks:
+        listed = _literal(blocks[-1], "bad_tools_literal")
+        listed = listed if isinstance(listed, list) else [listed]
+        tools = _dedupe_tools([_tool_schema(t) for t in listed])
+        # The original instructions describe another call syntax (ours is chat_format's):
+        # keep only the persona sentence before them.
+        value = re.split(r"\s*You are provided with function signatures|\s*<tools>", value)[0]
+      messages.append({"role": "system", "content": value.strip()})
+    elif role == "assistant":
+      calls = []
+      for payload in _TAG("tool_call").findall(value):
+        obj = _literal(payload, "bad_tool_call_literal")
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+          raise bu.SkipRecord("bad_tool_call_literal", str(obj)[:80])
+        args = obj.get("arguments", {})
+        if isinstance(args, str):
+          args = _literal(args, "bad_tool_call_literal") if args.strip() else {}
+        calls.append({"name": obj["name"], "arguments": args})
+      content = _TAG("tool_call").sub("", value).strip()
+      msg = {"role": "assistant", "content": content}
+      if calls:
+        msg["tool_calls"] = calls
+      messages.append(msg)
+    elif role == "tool":
+      responses = _TAG("tool_response").findall(value) or [value]
+      messages += [{"role": "tool", "content": r.strip()} for r in responses]
+    else:
+      messages.append({"role": "user", "content": value})
+  return _finish(messages, tools)
+
+
+CONVERTERS = {"glaive": convert_glaive, "hermes": convert_hermes}
+
+
+# ----------------------------------------------------------------------------------------------
+# Builder
+
+
+def make_worker_state(arg) -> dict:
+  return {"cfg": arg, "tokenizer": load_tokenizer(arg["tokenizer"])}
+
+
+def _encode(messages, tools, source) -> bu.Document:
+  tok = bu.worker_state()["tokenizer"]
+  ids, weights = chat_format.encode_conversation(tok, messages, tools)
+  return bu.Document(np.asarray(ids, np.int32), np.asarray(weights, np.uint8), source)
+
+
+def _too_long(doc: bu.Document, where: str):
+  cfg = bu.worker_state()["cfg"]
+  if cfg["seq_len"] and doc.num_tokens > cfg["seq_len"]:
+    return bu.Skipped("longer_than_seq_len", where, doc.num_tokens)
+  return doc
+
+
+def _synthetic_item(item):
+  split, index = item
+  cfg = bu.worker_state()["cfg"]
+  messages, tools, _ = synthesize(bu.doc_rng(cfg["seed"], "tools", split, index))
+  problems = call_problems(messages, tools)
+  if problems:
+    return bu.Skipped("invalid_synthetic_call", problems[0])
+  return _too_long(_encode(messages, tools, "tools/synthetic"), f"synthetic {split} #{index}")
+
+
+def _real_item(item):
+  source, where, record = item
+  if isinstance(record, Exception):
+    return bu.Skipped("bad_json", str(record))
+  try:
+    messages, tools = CONVERTERS[source](record)
+  except bu.SkipRecord as e:
+    return bu.Skipped(e.reason, f"{where}: {e.detail}" if e.detail else where)
+  return _too_long(_encode(messages, tools, f"tools/{source}"), where)
+
+
+def _eval_item(index):
+  cfg = bu.worker_state()["cfg"]
+  messages, tools, facts = synthesize(bu.doc_rng(cfg["seed"], "tools", "eval", index))
+  first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+  return {"messages": messages[:first_user + 1], "tools": tools, **facts}
+
+
+def real_items(source: str, path: str, split: str, val_fraction: float):
+  """(source, where, record) of one split: val holds a fixed hash-chosen share of records."""
+  for i, (where, record) in enumerate(bu.iter_records(path)):
+    is_val = bu.stable_fraction("val", source, i) < val_fraction
+    if is_val == (split == "val"):
+      yield source, where, record
+
+
+def strict_stream(results, strict: bool):
+  for r in results:
+    if strict and isinstance(r, bu.Skipped):
+      raise ValueError(f"--strict: {r.where or 'a record'} was skipped ({r.reason})")
+    yield r
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  bu.add_common_args(p)
+  p.add_argument("--glaive", action="append", default=[], help="glaive-function-calling-v2 JSON")
+  p.add_argument("--hermes", action="append", default=[], help="hermes-function-calling-v1 JSON")
+  p.add_argument("--synthetic_weight", type=float, default=1.0)
+  p.add_argument("--glaive_weight", type=float, default=1.0)
+  p.add_argument("--hermes_weight", type=float, default=1.0)
+  p.add_argument("--val_fraction", type=float, default=0.01,
+                 help="share of real records held out for val (hash of the record index)")
+  p.add_argument("--seq_len", type=int, default=8192,
+                 help="pack conversations into seq_len-token slots (0: no packing)")
+  p.add_argument("--strict", action="store_true", help="fail on the first malformed record")
+  p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
+  p.add_argument("--eval_examples", type=int, default=500)
+  return p.parse_args(argv)
+
+
+def build(args) -> bu.Report:
+  for path in args.glaive + args.hermes:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"input file {path} does not exist")
+  tok = load_tokenizer(args.tokenizer)
+  if not tok.has_chat_tokens:
+    raise ValueError(f"tokenizer {args.tokenizer} lacks the chat/tool special tokens; train one "
+                     f"with python -m data_pipeline.tokenizer")
+  cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len}
+  report = bu.Report("tool_synth")
+  meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
+          "seq_len": args.seq_len}
+  targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
+  tokens_per_source = {}
+  with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \
+      shards.ShardDirWriter(args.out_dir, vocab_size=tok.vocab_size, tokenizer_path=tok.path,
+                            bos_id=tok.bos_id, eos_id=tok.eos_id, overwrite=args.overwrite,
+                            shard_tokens=args.shard_tokens, builder=meta) as writer:
+    for split in ("train", "val"):
+      streams = [("synthetic", pool.imap(_synthetic_item,
+                                         ((split, i) for i in itertools.count())),
+                  args.synthetic_weight)]
+      for source, paths, weight in (("glaive", args.glaive, args.glaive_weight),
+                                    ("hermes", args.hermes, args.hermes_weight)):
+        if paths:
+          items = itertools.chain.from_iterable(
+              [real_items(source, p, split, args.val_fraction) for p in paths])
+          streams.append((source, strict_stream(pool.imap(_real_item, items), args.strict),
+                          weight))
+      mix = bu.WeightedInterleave(streams)
+      packer = bu.WindowPacker(args.seq_len, tok.eos_id)
+      with bu.progress(targets[split], f"tools {split}", args.quiet) as bar:
+        bu.write_documents(writer, split, (r for _, r in mix), report, bar, targets[split],
+                           packer=packer)
+      tokens_per_source[split] = writer.tokens_per_source(split)
+      report.extra[f"{split}_pad_tokens"] = packer.pad_tokens
+    eval_rows = pool.map(_eval_item, list(range(args.eval_examples)))
+  eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
+  bu.write_jsonl(eval_out, eval_rows)
+  report.extra["tokens_per_source"] = tokens_per_source
+  report.extra["eval"] = f"{len(eval_rows)} prompts -> {eval_out}"
+  return report
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  bu.finish(build(args), args.out_dir, args.quiet)
+
+
+if __name__ == "__main__":
+  bu.run_main(main)

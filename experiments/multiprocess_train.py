@@ -1,0 +1,268 @@
+r"""A few sharded training steps of a tiny model, run as one process of a multi-process job.
+
+It puts the pieces of multi-host training together the way the trainer does: join the
+job (`jaxlm.distributed`), build the mesh and shardings over every process's devices
+(`jaxlm.sharding`), read this process's share of the data (`jaxlm.input_pipeline` with
+process_index/process_count), run the jitted `jaxlm.train.train_step` on global arrays,
+save and restore an Orbax training checkpoint from every process. At the end each process
+writes, under --out_dir,
+
+  params_process<i>.npz   the full (gathered) params after the last step
+  result_process<i>.json  losses per step, process/device counts, whether the restored
+                          checkpoint equals the trained state
+
+tests/test_multiprocess.py runs two of these on one machine (CPU, gloo collectives) and
+checks both processes end with the same params as a one-process run on the same rows.
+By hand, on one machine:
+
+  for i in 0 1; do
+    JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+    python -m experiments.multiprocess_train --coordinator_address=127.0.0.1:12355 \
+      --num_processes=2 --process_id=$i --train_dir=data/shards/tiny/train \
+      --out_dir=/tmp/mp_run --mesh=data=2,fsdp=-1,tensor=1 &
+  done; wait
+
+On several hosts run the same command on each (coordinator = host 0's address).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm import distributed
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Only when run as a script: importing this module (tests) must not add absl flags."""
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (or env "
+                      "JAX_COORDINATOR_ADDRESS); unset = single process")
+  flags.DEFINE_integer("num_processes", None, "processes in the job (or JAX_NUM_PROCESSES)")
+  flags.DEFINE_integer("process_id", None, "this process's rank (or env JAX_PROCESS_ID)")
+  flags.DEFINE_string("train_dir", None, "split directory of training shards")
+  flags.DEFINE_string("out_dir", None, "where params/results/checkpoints go")
+  flags.DEFINE_string("mesh", "data=1,fsdp=-1,tensor=1", "mesh axis sizes, -1 = the rest")
+  flags.DEFINE_integer("steps", 3, "optimizer steps")
+  flags.DEFINE_integer("seq_len", 32, "tokens per row")
+  flags.DEFINE_integer("micro_batch_size", 4, "global rows per micro batch")
+  flags.DEFINE_integer("grad_accum_steps", 2, "micro batches per optimizer step")
+
+
+TRAIN_FIELDS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """'data=2,fsdp=-1,tensor=1' -> {'data': 2, 'fsdp': -1, 'tensor': 1}."""
+  sizes = {"data": 1, "fsdp": -1, "tensor": 1}
+  for item in filter(None, text.split(",")):
+    name, _, value = item.partition("=")
+    if name not in sizes:
+      raise ValueError(f"--mesh: unknown axis {name!r} in {text!r}; axes: {sorted(sizes)}")
+    try:
+      sizes[name] = int(value)
+    except ValueError:
+      raise ValueError(f"--mesh: {item!r} in {text!r} is not axis=int") from None
+  return sizes
+
+
+def make_config(train_dir: str, vocab_size: int, *, mesh: dict[str, int], steps: int = 3,
+                seq_len: int = 32, micro_batch_size: int = 4, grad_accum_steps: int = 2):
+  """The trainer's config with a tiny float32 model (exact comparisons across meshes)."""
+  from configs import common
+
+  config = common.get_base_config()
+  config.model.update(common.MODEL_TINY)
+  config.model.update(vocab_size=vocab_size, max_seq_len=seq_len, param_dtype="float32",
+                      compute_dtype="float32", attention="xla", scan_layers=True)
+  config.train_dir = train_dir
+  config.seq_len = seq_len
+  config.micro_batch_size = micro_batch_size
+  config.grad_accum_steps = grad_accum_steps
+  config.total_opt_steps = steps
+  config.optimizer.warmup_steps = 1
+  config.optimizer.learning_rate = 1e-2
+  config.data.prefetch = 0
+  config.mesh.update(mesh)
+  return config
+
+
+def build(config):
+  """(model, optimizer, schedule, fresh(rng) -> initial train state) for `config`."""
+  from jaxlm import model as model_lib
+  from jaxlm import optimizer as optimizer_lib
+
+  model = model_lib.Transformer(model_lib.model_config(config.model))
+  optimizer, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_opt_steps)
+
+  def fresh(rng):
+    params = model.init(rng, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
+    return {"params": params, "opt_state": optimizer.init(params),
+            "train_state": {"step": jnp.int32(0), "nonfinite_skipped": jnp.int32(0),
+                            "first_nonfinite_step": jnp.int32(-1)}}
+
+  return model, optimizer, schedule, fresh
+
+
+def init_state(config, mesh):
+  """(model, optimizer, schedule, sharded initial state, state shardings)."""
+  from jaxlm import sharding
+
+  model, optimizer, schedule, fresh = build(config)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(fresh, rng)
+  shardings = sharding.state_shardings(
+      abstract, sharding.param_shardings(abstract["params"], mesh), mesh)
+  # Created directly in its shards: no device ever holds the whole state.
+  state = jax.jit(fresh, out_shardings=shardings)(rng)
+  return model, optimizer, schedule, state, shardings
+
+
+def make_step(model, optimizer, schedule, shardings, mesh):
+  """`jaxlm.train.train_step` jitted with the mesh's in/out shardings."""
+  from jaxlm import sharding
+  from jaxlm import train
+
+  step_fn = functools.partial(train.train_step, model=model, optimizer=optimizer,
+                              schedule=schedule, nonfinite_policy="skip")
+  return jax.jit(step_fn,
+                 in_shardings=(shardings, sharding.batch_sharding(mesh, accum=True)),
+                 out_shardings=(shardings, sharding.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def data_iterators(config, vocab_size: int, simulate_processes: int | None = None):
+  """This process's iterator, or (simulate_processes=N) all N processes' iterators."""
+  from jaxlm import input_pipeline
+
+  if simulate_processes:
+    return [input_pipeline.make_train_iterator(config, vocab_size=vocab_size,
+                                               process_index=p, process_count=simulate_processes)
+            for p in range(simulate_processes)]
+  return [input_pipeline.make_train_iterator(config, vocab_size=vocab_size,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count())]
+
+
+def next_local_batch(iterators, accum_steps: int) -> dict[str, np.ndarray]:
+  """This process's rows; with several (simulated) iterators, the rows all of them would
+  contribute, laid out so `shard_batch(..., accum_steps)` gives the multi-process batch."""
+  batches = [next(it) for it in iterators]
+  out = {}
+  for name in TRAIN_FIELDS:
+    parts = [np.asarray(b[name]) for b in batches]
+    per_micro = [p.reshape((accum_steps, -1) + p.shape[1:]) for p in parts]
+    merged = np.concatenate(per_micro, axis=1)
+    out[name] = merged.reshape((-1,) + merged.shape[2:])
+  return out
+
+
+def train(config, mesh, vocab_size: int, simulate_processes: int | None = None):
+  """Runs config.total_opt_steps steps; returns (state, losses, state shardings)."""
+  from jaxlm import sharding
+
+  model, optimizer, schedule, state, shardings = init_state(config, mesh)
+  step = make_step(model, optimizer, schedule, shardings, mesh)
+  iterators = data_iterators(config, vocab_size, simulate_processes)
+  losses = []
+  for _ in range(config.total_opt_steps):
+    local = next_local_batch(iterators, config.grad_accum_steps)
+    batch = sharding.shard_batch(local, mesh, accum_steps=config.grad_accum_steps)
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return state, losses, shardings, iterators
+
+
+def gather(tree) -> dict[str, np.ndarray]:
+  """Full numpy copies of every (possibly cross-process sharded) leaf, keyed by path."""
+  from jax.experimental import multihost_utils
+
+  full = multihost_utils.process_allgather(tree, tiled=True)
+  flat = jax.tree_util.tree_flatten_with_path(full)[0]
+  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v)
+          for path, v in flat}
+
+
+def save_and_restore(workdir: str, state, shardings, model_config, data_state) -> bool:
+  """Saves a training checkpoint from every process, restores it onto the same shardings
+  and says whether the restored state equals `state` on every process."""
+  from jax.experimental import multihost_utils
+  from jaxlm import checkpoint
+  from jaxlm import sharding
+
+  checkpoints = checkpoint.TrainCheckpoints(workdir)
+  step = int(state["train_state"]["step"])
+  checkpoints.save_latest(step, {**state, "model_config": model_config,
+                                 "data_iter": data_state})
+  checkpoints.wait_until_finished()
+  abstract = sharding.with_shardings(jax.eval_shape(lambda s: s, state), shardings)
+  restored = checkpoints.restore_latest({**abstract, "model_config": None, "data_iter": None})
+  checkpoints.close()
+  same_layout = all(
+      a.sharding == b.sharding for a, b in
+      zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(state["params"])))
+  local_equal = same_layout and all(
+      np.array_equal(np.asarray(sa.data), np.asarray(sb.data))
+      for a, b in zip(jax.tree.leaves({k: restored[k] for k in ("params", "opt_state")}),
+                      jax.tree.leaves({k: state[k] for k in ("params", "opt_state")}))
+      for sa, sb in zip(a.addressable_shards, b.addressable_shards))
+  # Every process checked its own shards; all of them must agree.
+  votes = multihost_utils.process_allgather(np.int32(local_equal))
+  return bool(np.all(votes))
+
+
+def main(argv):
+  del argv
+  for name in ("train_dir", "out_dir"):
+    if not FLAGS[name].value:
+      raise app.UsageError(f"--{name} is required")
+  distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
+  from data_pipeline import shards
+  from jaxlm import sharding
+
+  vocab_size = int(shards.SplitDir(FLAGS.train_dir).meta["vocab_size"])
+  config = make_config(FLAGS.train_dir, vocab_size, mesh=parse_mesh(FLAGS.mesh),
+                       steps=FLAGS.steps, seq_len=FLAGS.seq_len,
+                       micro_batch_size=FLAGS.micro_batch_size,
+                       grad_accum_steps=FLAGS.grad_accum_steps)
+  mesh = sharding.make_mesh(config.mesh)
+  if distributed.is_main_process():
+    logging.info("%d processes, %d devices, mesh %s", jax.process_count(), jax.device_count(),
+                 dict(mesh.shape))
+  state, losses, shardings, iterators = train(config, mesh, vocab_size)
+  restore_ok = save_and_restore(os.path.join(FLAGS.out_dir, "workdir"), state, shardings,
+                                config.model.to_dict(), iterators[0].get_state())
+  params = gather(state["params"])
+
+  rank = jax.process_index()
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  result = {"process_index": rank, "process_count": jax.process_count(),
+            "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
+            "mesh": dict(mesh.shape), "losses": losses, "restore_matches": restore_ok}
+  for name, payload in ((f"params_process{rank}.npz", params),
+                        (f"result_process{rank}.json", result)):
+    path = os.path.join(FLAGS.out_dir, name)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+      if name.endswith(".npz"):
+        np.savez(f, **payload)
+      else:
+        f.write(json.dumps(payload, indent=1).encode())
+    os.replace(tmp, path)
+  if distributed.is_main_process():
+    logging.info("losses %s; checkpoint restore matches: %s", losses, restore_ok)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,231 @@
+r"""Interactive multi-turn chat with a checkpoint, in the project's chat template.
+
+  python -m jaxlm.chat --checkpoint models/phase3_final [--tools_file tools.json] \
+      [--system "You are a helpful assistant."] [--temperature 0.7 --top_p 0.9]
+
+Type a message and press enter. Commands:
+  /system TEXT   set the system prompt (the conversation so far is kept)
+  /tools FILE    offer the function schemas in FILE (a JSON list) to the model
+  /tool JSON     give the result of the model's last tool call; the model then continues
+  /reset         forget the conversation (system prompt and tools stay)
+  /history       print the conversation as the model sees it
+  /help          this list
+  /quit          leave (end of input does the same)
+
+Tool calls the model writes are shown with their arguments and whether they validate
+against the offered schemas (data_pipeline.chat_format.validate_tool_call). When the
+conversation no longer fits the model's context, the oldest turns are dropped.
+Reads stdin line by line, so it can be scripted:  printf 'hi\n/quit\n' | python -m jaxlm.chat ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, Sequence, TextIO
+
+from absl import app
+from absl import flags
+
+from data_pipeline import chat_format
+
+HELP = __doc__.split("Type a message")[1].split("Tool calls the model")[0]
+
+
+class ChatSession:
+  """A conversation: the messages so far, the system prompt and the offered tools.
+
+  `generate_fn(prompt_ids, max_new_tokens) -> new ids` is the model (stops at end of turn).
+  """
+
+  def __init__(self, tokenizer, generate_fn: Callable[[list[int], int], list[int]],
+               max_len: int, max_new_tokens: int = 256, system: str = "",
+               tools: Sequence[dict] | None = None):
+    self.tokenizer, self.generate_fn = tokenizer, generate_fn
+    self.max_len, self.max_new_tokens = max_len, max_new_tokens
+    self.system, self.tools = system, list(tools or [])
+    self.history: list[dict[str, Any]] = []
+
+  def messages(self) -> list[dict[str, Any]]:
+    head = [{"role": "system", "content": self.system}] if self.system else []
+    return head + self.history
+
+  def prompt_ids(self) -> list[int]:
+    """The prompt for the next assistant turn, dropping the oldest turns until it fits."""
+    while True:
+      ids = chat_format.encode_prompt(self.tokenizer, self.messages(), self.tools or None)
+      if len(ids) + self.max_new_tokens <= self.max_len:
+        return ids
+      if len(self.history) <= 1:
+        raise ValueError(f"the message is too long: {len(ids)} prompt tokens + "
+                         f"{self.max_new_tokens} new tokens exceed the model's context of "
+                         f"{self.max_len}")
+      self.history.pop(0)
+      # A turn never starts with a tool result or an assistant reply.
+      while self.history and self.history[0]["role"] != "user":
+        self.history.pop(0)
+
+  def respond(self) -> dict[str, Any]:
+    """Generates the assistant turn, records it, returns {"content", "calls": [...]}."""
+    try:
+      ids = self.prompt_ids()
+    except ValueError:
+      self.history.pop()  # the message that did not fit
+      raise
+    text = self.tokenizer.decode(self.generate_fn(ids, self.max_new_tokens))
+    parsed = chat_format.parse_assistant_output(text)
+    calls = []
+    for payload in parsed["tool_calls"]:
+      call = {"payload": payload, "problems": chat_format.validate_tool_call(payload, self.tools)}
+      try:
+        call["name"], call["arguments"] = chat_format.parse_tool_call(payload)
+      except chat_format.ChatFormatError:
+        pass
+      calls.append(call)
+    if calls and all("name" in c for c in calls):
+      self.history.append({"role": "assistant", "content": parsed["content"],
+                           "tool_calls": [{"name": c["name"], "arguments": c["arguments"]}
+                                          for c in calls]})
+    else:
+      # Keep what the model wrote verbatim, so the next prompt shows it its own output.
+      self.history.append({"role": "assistant",
+                           "content": text.split(chat_format.END_OF_TURN, 1)[0]})
+    return {"content": parsed["content"], "calls": calls}
+
+  def user(self, text: str) -> dict[str, Any]:
+    self.history.append({"role": "user", "content": text})
+    return self.respond()
+
+  def tool_result(self, result: str) -> dict[str, Any]:
+    if not self.history or not self.history[-1].get("tool_calls"):
+      raise ValueError("/tool answers a tool call, but the model's last turn made none")
+    self.history.append({"role": "tool", "content": result})
+    return self.respond()
+
+  def reset(self) -> None:
+    self.history = []
+
+
+def load_tools(path: str) -> list[dict]:
+  try:
+    with open(path, encoding="utf-8") as f:
+      tools = json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"tools file {path} does not exist") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"tools file {path} is not valid JSON: {e}") from None
+  if not isinstance(tools, list) or not all(isinstance(t, dict) and "name" in t for t in tools):
+    raise ValueError(f"tools file {path} must hold a JSON list of objects with a 'name'")
+  return tools
+
+
+def _show(reply: dict[str, Any], out: TextIO) -> None:
+  if reply["content"] or not reply["calls"]:
+    print(f"assistant> {reply['content']}", file=out)
+  for call in reply["calls"]:
+    shown = (f"{call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})"
+             if "name" in call else call["payload"])
+    verdict = "valid" if not call["problems"] else "invalid: " + "; ".join(call["problems"])
+    print(f"tool call> {shown}  [{verdict}]", file=out)
+  if any(not c["problems"] for c in reply["calls"]):
+    print("(answer with /tool {json result})", file=out)
+
+
+def run(session: ChatSession, lines: TextIO, out: TextIO, interactive: bool = False) -> None:
+  """The read-eval-print loop over `lines` (stdin)."""
+  while True:
+    if interactive:
+      print("you> ", end="", file=out, flush=True)
+    line = lines.readline()
+    if not line:
+      print("bye", file=out)
+      return
+    line = line.strip()
+    if not line:
+      continue
+    command, _, arg = line.partition(" ")
+    try:
+      if command == "/quit":
+        print("bye", file=out)
+        return
+      elif command == "/help":
+        print(HELP.strip("\n"), file=out)
+      elif command == "/reset":
+        session.reset()
+        print("(conversation reset)", file=out)
+      elif command == "/system":
+        session.system = arg.strip()
+        print(f"(system prompt set: {session.system!r})", file=out)
+      elif command == "/tools":
+        session.tools = load_tools(arg.strip())
+        print(f"(tools offered: {', '.join(t['name'] for t in session.tools)})", file=out)
+      elif command == "/history":
+        print(chat_format.render_text(session.messages(), session.tools or None), file=out)
+      elif command == "/tool":
+        try:
+          json.loads(arg)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"/tool wants a JSON result: {e}") from None
+        _show(session.tool_result(arg.strip()), out)
+      elif command.startswith("/"):
+        print(f"(unknown command {command}; /help lists them)", file=out)
+      else:
+        _show(session.user(line), out)
+    except (ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=out)
+    out.flush()
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("checkpoint", None, "Params checkpoint (step dir, manager root or tag).")
+  flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: recorded with the checkpoint).")
+  flags.DEFINE_string("system", "", "Initial system prompt.")
+  flags.DEFINE_string("tools_file", "", "JSON list of function schemas to offer.")
+  flags.DEFINE_integer("max_new_tokens", 256, "Longest reply in tokens.")
+  flags.DEFINE_float("temperature", 0.7, "0 = greedy.")
+  flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
+  flags.DEFINE_float("top_p", 0.9, "Nucleus sampling mass (1 = off).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed (each turn draws a new one from it).")
+
+
+def main(argv):
+  del argv
+  from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from jaxlm import sample  # pylint: disable=import-outside-toplevel
+  try:
+    if not FLAGS.checkpoint:
+      raise ValueError("--checkpoint is required")
+    tools = load_tools(FLAGS.tools_file) if FLAGS.tools_file else []
+    tokenizer = tokenizer_lib.load_tokenizer(
+        sample.find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
+    if not tokenizer.has_chat_tokens:
+      raise ValueError(f"tokenizer {tokenizer.path} lacks the chat markers "
+                       f"{chat_format.SPECIAL_TOKENS}; chat needs a project tokenizer")
+    params, config = sample.load_model(FLAGS.checkpoint)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  stops = sample.chat_stop_ids(tokenizer)
+  turn = [0]
+
+  def generate_fn(ids, max_new_tokens):
+    turn[0] += 1
+    return sample.generate(params, config, [ids], max_new_tokens,
+                           temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+                           top_p=FLAGS.top_p, seed=FLAGS.seed * 100_003 + turn[0],
+                           stop_ids=stops)[0]
+
+  session = ChatSession(tokenizer, generate_fn, int(config.get("max_seq_len", 2048)),
+                        FLAGS.max_new_tokens, FLAGS.system, tools)
+  interactive = sys.stdin.isatty()
+  if interactive:
+    print("Chat with the model; /help lists commands.")
+  run(session, sys.stdin, sys.stdout, interactive)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

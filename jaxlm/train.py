@@ -1,0 +1,457 @@
+"""The training loop: one jitted optimizer step, validation, checkpoints, metrics.
+
+Read `train_step` first: it is the whole of one optimizer step (gradient accumulation,
+weighted loss, clipping and AdamW via optax, non-finite guard). `train_and_evaluate`
+wires it to the data, the checkpoints and the logs:
+
+  start    resume workdir/latest if it exists (params, optimizer, step, data position),
+           else params from config.init_from (optimizer and schedule fresh), else init.
+  loop     batch -> train_step; every log_every: metrics; every val_every_opt:
+           validation loss (+ per source), best checkpoint; every checkpoint_every_opt:
+           latest checkpoint. SIGTERM/SIGINT save latest and return.
+  end      validation, latest checkpoint and the final params tag (config.final_dir).
+
+The host only waits for the device at log, validation and checkpoint steps; otherwise
+JAX's asynchronous dispatch lets Grain read the next batch while the device computes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import signal
+import threading
+import time
+from typing import Any, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxlm import checkpoint as ckpt_lib
+from jaxlm import input_pipeline
+from jaxlm import metrics as metrics_lib
+from jaxlm import model as model_lib
+from jaxlm import optimizer as optimizer_lib
+
+# Batch fields the model step reads (source_ids only matter for validation).
+TRAIN_FIELDS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
+VAL_FIELDS = TRAIN_FIELDS + ("source_ids",)
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+class NonFiniteError(RuntimeError):
+  """Raised under nonfinite_policy='stop'; the message names the optimizer step."""
+
+
+# ----------------------------------------------------------------------------------
+# The model's loss on one micro batch.
+
+
+def token_nll(model, params, batch):
+  """Per-token negative log-likelihood [B, T] (chunked: no full [B, T, V] logits)."""
+  if model.config.cross_document_attention:
+    # One sequence over the whole packed window: positions 0..T-1, no document mask.
+    positions = segment_ids = None
+  else:
+    positions, segment_ids = batch["positions"], batch["segment_ids"]
+  hidden = model.apply({"params": params}, batch["inputs"], positions=positions,
+                       segment_ids=segment_ids, return_hidden=True)
+  head = model_lib.lm_head_matrix(params, model.config)
+  return model_lib.token_nll(hidden, head, batch["targets"])
+
+
+# ----------------------------------------------------------------------------------
+# One optimizer step.
+
+
+def train_step(state, batch, *, model, optimizer, schedule, nonfinite_policy):
+  """One optimizer step over `grad_accum_steps` micro batches.
+
+  state: {'params', 'opt_state', 'train_state': {'step', 'nonfinite_skipped',
+          'first_nonfinite_step'}}
+  batch: arrays shaped [grad_accum_steps, micro_batch_size, T].
+
+  The loss is sum(w * nll) / sum(w) over the whole accumulated batch, so 4 micro
+  batches of 1 give exactly the gradient of one batch of 4. Gradients are summed over
+  micro batches with lax.scan (memory of one micro batch) and divided by sum(w) once.
+  """
+  params, train_state = state["params"], state["train_state"]
+
+  def weighted_nll_sum(p, micro):
+    nll = token_nll(model, p, micro)
+    weights = micro["loss_weights"].astype(jnp.float32)
+    # where(): a masked token contributes exactly 0, even if its nll is inf.
+    return jnp.sum(jnp.where(weights > 0, weights * nll, 0.0)), jnp.sum(weights)
+
+  grad_fn = jax.value_and_grad(weighted_nll_sum, has_aux=True)
+
+  def accumulate(carry, micro):
+    grad_sum, nll_sum, weight_sum = carry
+    (micro_nll_sum, micro_weight), grads = grad_fn(params, micro)
+    grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+    return (grad_sum, nll_sum + micro_nll_sum, weight_sum + micro_weight), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (grad_sum, nll_sum, weight_sum), _ = jax.lax.scan(
+      accumulate, (zeros, jnp.float32(0), jnp.float32(0)), batch)
+  denom = jnp.where(weight_sum > 0, weight_sum, 1.0)  # all-masked batch: loss 0, grads 0
+  loss = nll_sum / denom
+  grads = jax.tree.map(lambda g: g / denom, grad_sum)
+  grad_norm = optax.tree.norm(grads)
+
+  # Never write non-finite params: a bad step keeps the old params and optimizer state.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  apply = finite
+  if nonfinite_policy == "stop":  # freeze until the host sees it and stops
+    apply &= train_state["first_nonfinite_step"] < 0
+  updates, new_opt_state = optimizer.update(grads, state["opt_state"], params)
+  new_params = optax.apply_updates(params, updates)
+  keep_if_bad = lambda new, old: jnp.where(apply, new, old)
+
+  step = train_state["step"] + 1
+  new_train_state = {
+      "step": step,
+      "nonfinite_skipped": train_state["nonfinite_skipped"] + (~finite).astype(jnp.int32),
+      "first_nonfinite_step": jnp.where(
+          (~finite) & (train_state["first_nonfinite_step"] < 0), step,
+          train_state["first_nonfinite_step"]),
+  }
+  new_state = {
+      "params": jax.tree.map(keep_if_bad, new_params, params),
+      "opt_state": jax.tree.map(keep_if_bad, new_opt_state, state["opt_state"]),
+      "train_state": new_train_state,
+  }
+  metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
+             "learning_rate": schedule(train_state["step"]),
+             "loss_tokens": weight_sum}
+  return new_state, metrics
+
+
+def eval_step(params, batch, *, model, num_sources):
+  """Sums of w * nll and w over one validation batch, in total and per source."""
+  nll = token_nll(model, params, batch)
+  weights = batch["loss_weights"].astype(jnp.float32)
+  weighted = jnp.where(weights > 0, weights * nll, 0.0)
+  out = {"nll_sum": jnp.sum(weighted), "weight_sum": jnp.sum(weights)}
+  if num_sources:
+    # Unknown sources (-1) go to an extra bucket that is dropped.
+    source = jnp.where(batch["source_ids"] < 0, num_sources, batch["source_ids"]).reshape(-1)
+    out["nll_by_source"] = jax.ops.segment_sum(
+        weighted.reshape(-1), source, num_segments=num_sources + 1)[:num_sources]
+    out["weight_by_source"] = jax.ops.segment_sum(
+        weights.reshape(-1), source, num_segments=num_sources + 1)[:num_sources]
+  return out
+
+
+# ----------------------------------------------------------------------------------
+# Setup helpers.
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses settings the loop cannot honour, naming the key."""
+  def need(ok, key, value, why):
+    if not ok:
+      raise ValueError(f"config.{key}={value!r}: {why}")
+
+  need(config.workdir, "workdir", config.workdir, "must be set")
+  need(config.train_dir or config.data.get("sources"), "train_dir", config.train_dir,
+       "set train_dir or data.sources")
+  for key in ("total_opt_steps", "val_every_opt", "checkpoint_every_opt", "log_every",
+              "seq_len", "micro_batch_size", "grad_accum_steps", "val_batches",
+              "val_batch_size", "keep_latest"):
+    need(int(config[key]) > 0, key, config[key], "must be a positive integer")
+  need(config.stop_after_opt_steps >= 0, "stop_after_opt_steps",
+       config.stop_after_opt_steps, "must be >= 0")
+  need(config.nonfinite_policy in NONFINITE_POLICIES, "nonfinite_policy",
+       config.nonfinite_policy, f"expected one of {NONFINITE_POLICIES}")
+  need(config.seq_len <= config.model.max_seq_len, "seq_len", config.seq_len,
+       f"longer than model.max_seq_len={config.model.max_seq_len}")
+  if config.tokenizer:
+    from data_pipeline import tokenizer as tokenizer_lib
+    vocab = tokenizer_lib.load_tokenizer(config.tokenizer).vocab_size
+    need(vocab <= config.model.vocab_size, "model.vocab_size", config.model.vocab_size,
+         f"smaller than the vocabulary of {config.tokenizer} ({vocab})")
+
+
+def _fresh_state(model, optimizer, rng):
+  # Param shapes do not depend on the sequence length: init on a short dummy batch.
+  params = model.init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
+  return _state_from_params(params, optimizer)
+
+
+def _state_from_params(params, optimizer):
+  """Params with a fresh optimizer state at step 0."""
+  return {
+      "params": params,
+      "opt_state": optimizer.init(params),
+      "train_state": {"step": jnp.int32(0), "nonfinite_skipped": jnp.int32(0),
+                      "first_nonfinite_step": jnp.int32(-1)},
+  }
+
+
+class Program(NamedTuple):
+  """The model, optimizer and jitted functions for one (model, optimizer) setting."""
+  model: model_lib.Transformer
+  optimizer: optax.GradientTransformation
+  schedule: optax.Schedule
+  init: Any  # rng -> fresh state
+  from_params: Any  # params -> state with fresh optimizer state
+  train_step: Any  # (state, batch) -> (state, metrics); donates state
+  eval_step: Any  # (params, batch, num_sources) -> sums
+
+
+def build_program(config) -> Program:
+  """Builds (or reuses) the jitted functions for `config`.
+
+  Cached on the frozen model/optimizer settings, so several runs in one process
+  (tests, sweeps, a notebook) compile each step function once.
+  """
+  return _build_program(
+      ml_collections.FrozenConfigDict(model_lib.model_config(config.model)),
+      ml_collections.FrozenConfigDict(config.optimizer), int(config.total_opt_steps),
+      config.nonfinite_policy)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_program(model_config, opt_config, total_steps, nonfinite_policy) -> Program:
+  model = model_lib.Transformer(model_config)
+  optimizer, schedule = optimizer_lib.make_optimizer(opt_config, total_steps)
+  return Program(
+      model=model, optimizer=optimizer, schedule=schedule,
+      init=jax.jit(functools.partial(_fresh_state, model, optimizer)),
+      from_params=jax.jit(functools.partial(_state_from_params, optimizer=optimizer)),
+      train_step=jax.jit(
+          functools.partial(train_step, model=model, optimizer=optimizer,
+                            schedule=schedule, nonfinite_policy=nonfinite_policy),
+          donate_argnums=0),
+      eval_step=jax.jit(functools.partial(eval_step, model=model),
+                        static_argnames="num_sources"))
+
+
+def _model_config_changes(old: dict, new: dict) -> list[str]:
+  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k)]
+
+
+def _device_batch(batch, fields, accum_steps=None):
+  """numpy [B, T] -> device arrays ([accum, B/accum, T] when accum_steps is given)."""
+  out = {}
+  for name in fields:
+    array = np.asarray(batch[name])
+    if accum_steps is not None:
+      array = array.reshape(accum_steps, -1, array.shape[-1])
+    out[name] = array
+  return jax.device_put(out)
+
+
+def initial_state(config, program: Program, checkpoints, train_iter):
+  """The state to start from: resume latest > params from init_from > fresh init.
+
+  Resuming restores params, optimizer state, step counters and the data iterator
+  position. init_from restores params only (names and shapes must match; other model
+  settings such as rope_theta may differ); optimizer state and step start at zero.
+  """
+  rng = jax.random.PRNGKey(config.seed)
+  if checkpoints.latest_step() is not None:
+    if config.init_from:
+      logging.info("Resuming from %s; init_from=%s is ignored.",
+                   checkpoints.latest_dir, config.init_from)
+    restored = checkpoints.restore_latest(jax.eval_shape(program.init, rng))
+    train_iter.set_state(restored[ckpt_lib.DATA_ITER])
+    logging.info("Resumed at step %d from %s.", int(restored["train_state"]["step"]),
+                 checkpoints.latest_dir)
+    return {k: restored[k] for k in ("params", "opt_state", "train_state")}
+  if config.init_from:
+    abstract_params = jax.eval_shape(program.init, rng)["params"]
+    params, old_model_config = ckpt_lib.load_params(config.init_from, abstract_params)
+    changes = _model_config_changes(old_model_config, program.model.config.to_dict())
+    logging.info("Params from %s (optimizer and schedule start fresh). Model config "
+                 "changes: %s", config.init_from, "; ".join(changes) or "none")
+    return program.from_params(params)
+  return program.init(rng)
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signum is not None:  # second signal: give up on the clean save
+      raise KeyboardInterrupt
+    logging.warning("Received %s: saving a checkpoint, then stopping.",
+                    signal.Signals(signum).name)
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    return False
+
+
+def _run_eval_hook(params, model_config, config) -> dict:
+  """jaxlm.eval.run_cheap_suites at validation, when asked for and available."""
+  if not config.eval_during_training:
+    return {}
+  if importlib.util.find_spec("jaxlm.eval") is None:
+    logging.warning("eval_during_training=True but jaxlm.eval does not exist; skipped.")
+    return {}
+  from jaxlm import eval as eval_lib
+  results = eval_lib.run_cheap_suites(params, model_config, config) or {}
+  return {k: float(v) for k, v in results.items() if isinstance(v, (int, float, np.number))}
+
+
+# ----------------------------------------------------------------------------------
+# The loop.
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
+  """Trains as `config` says; returns the last metrics (see module docstring)."""
+  validate_config(config)
+  workdir = os.path.abspath(config.workdir)
+  os.makedirs(workdir, exist_ok=True)
+  program = build_program(config)
+  model_config = model_lib.model_config(config.model)  # a plain ConfigDict for hooks
+  accum = int(config.grad_accum_steps)
+  tokens_per_step = config.seq_len * config.micro_batch_size * accum
+
+  train_iter = input_pipeline.make_train_iterator(
+      config, vocab_size=model_config.vocab_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  val_batches, val_sources = [], []
+  if config.val_dir:
+    val_batches, val_sources = input_pipeline.make_val_batches(
+        config, vocab_size=model_config.vocab_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  checkpoints = ckpt_lib.TrainCheckpoints(workdir, keep_latest=config.keep_latest)
+  state = initial_state(config, program, checkpoints, train_iter)
+  num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+  logging.info("Model: %.1fM params; %d tokens per optimizer step.", num_params / 1e6,
+               tokens_per_step)
+
+  flops_per_token = metrics_lib.flops_per_token(model_config, config.seq_len)
+  peak = metrics_lib.peak_flops_per_device()
+  peak_total = peak * jax.device_count() if peak else None
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
+
+  def checkpoint_state():
+    return {**state, ckpt_lib.MODEL_CONFIG: model_config.to_dict(),
+            ckpt_lib.DATA_ITER: train_iter.get_state()}
+
+  def check_finite(step):
+    """Host check at sync points; under 'stop' a non-finite step ends the run."""
+    first_bad = int(state["train_state"]["first_nonfinite_step"])
+    if config.nonfinite_policy == "stop" and first_bad >= 0:
+      checkpoints.wait_until_finished()
+      raise NonFiniteError(
+          f"Non-finite loss or gradients at optimizer step {first_bad} "
+          f"(nonfinite_policy='stop'); no update was applied from that step on. The last "
+          f"good checkpoint is step {checkpoints.latest_step()} in {checkpoints.latest_dir}.")
+
+  def validate(step):
+    sums = jax.device_get([
+        program.eval_step(state["params"], _device_batch(b, VAL_FIELDS),
+                          num_sources=len(val_sources))
+        for b in val_batches])
+    weight = sum(float(s["weight_sum"]) for s in sums)
+    result = {"loss": sum(float(s["nll_sum"]) for s in sums) / max(weight, 1e-8)}
+    for i, name in enumerate(val_sources):
+      source_weight = sum(float(s["weight_by_source"][i]) for s in sums)
+      if source_weight > 0:
+        result[f"loss/{name}"] = sum(
+            float(s["nll_by_source"][i]) for s in sums) / source_weight
+    result.update(_run_eval_hook(state["params"], model_config, config))
+    writer.write(step, result, kind="val")
+    logging.info("step %d: val loss %.4f%s", step, result["loss"], "".join(
+        f", {k} {v:.4f}" for k, v in result.items() if k != "loss"))
+    return result
+
+  step = int(state["train_state"]["step"])
+  last_step = config.total_opt_steps
+  if config.stop_after_opt_steps:
+    last_step = min(last_step, step + config.stop_after_opt_steps)
+  last_metrics: dict[str, Any] = {}
+  pending = []  # device metrics since the last log line
+  timer_start, timer_steps, compiling = time.perf_counter(), 0, True
+  interrupted = False
+
+  with _StopSignal() as stop_signal:
+    while step < last_step:
+      batch = _device_batch(next(train_iter), TRAIN_FIELDS, accum)
+      state, metrics = program.train_step(state, batch)
+      step += 1
+      pending.append(metrics)
+      if compiling:  # keep compilation out of the throughput numbers
+        jax.block_until_ready(state)
+        compiling, timer_start = False, time.perf_counter()
+      else:
+        timer_steps += 1
+
+      if step % config.log_every == 0 or step == last_step:
+        fetched = jax.device_get(pending)
+        elapsed = time.perf_counter() - timer_start
+        finite_losses = [float(m["loss"]) for m in fetched if m["finite"]]
+        train_state = jax.device_get(state["train_state"])
+        last_metrics = {
+            "loss": float(np.mean(finite_losses)) if finite_losses else float("nan"),
+            "learning_rate": float(fetched[-1]["learning_rate"]),
+            "grad_norm": float(fetched[-1]["grad_norm"]),
+            "nonfinite_skipped": int(train_state["nonfinite_skipped"]),
+        }
+        speed = ""
+        if timer_steps:  # the first step of a run is compilation: no timing for it
+          last_metrics["step_time"] = elapsed / timer_steps
+          last_metrics["tokens_per_sec"] = timer_steps * tokens_per_step / elapsed
+          speed = (f", {last_metrics['tokens_per_sec']:.0f} tok/s, "
+                   f"{last_metrics['step_time']:.3f} s/step")
+          if peak_total:
+            last_metrics["mfu"] = flops_per_token * last_metrics["tokens_per_sec"] / peak_total
+            speed += f", MFU {last_metrics['mfu']:.1%}"
+        writer.write(step, last_metrics, kind="train")
+        logging.info("step %d/%d: loss %.4f, lr %.2e, grad_norm %.3f%s", step,
+                     config.total_opt_steps, last_metrics["loss"],
+                     last_metrics["learning_rate"], last_metrics["grad_norm"], speed)
+        check_finite(step)
+        pending, timer_start, timer_steps = [], time.perf_counter(), 0
+
+      step_end = time.perf_counter()
+      is_val_step = bool(val_batches) and (
+          step % config.val_every_opt == 0 or step == config.total_opt_steps)
+      if is_val_step:
+        check_finite(step)
+        val = validate(step)
+        last_metrics["val_loss"] = val["loss"]
+        if checkpoints.save_best(step, checkpoint_state(), val["loss"]):
+          logging.info("step %d: new best val loss %.4f", step, val["loss"])
+      if (is_val_step or step % config.checkpoint_every_opt == 0 or step == last_step
+          or stop_signal.signum is not None):
+        check_finite(step)
+        checkpoints.save_latest(step, checkpoint_state())
+      writer.flush()
+      timer_start += time.perf_counter() - step_end  # validation/saving is not step time
+      if stop_signal.signum is not None:
+        interrupted = True
+        break
+
+  checkpoints.wait_until_finished()
+  if step >= config.total_opt_steps and config.final_dir:
+    path = ckpt_lib.save_params(config.final_dir, state["params"], model_config.to_dict())
+    logging.info("Final params written to %s", path)
+  checkpoints.close()
+  writer.close()
+  last_metrics.update(step=step, interrupted=interrupted)
+  return last_metrics

@@ -1,0 +1,221 @@
+"""Eval prompts, scorers and suites, checked with stub generators whose answers are known."""
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+
+from jaxlm import eval as eval_lib
+from jaxlm import eval_tasks
+from tests import sampling_helpers as helpers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tok():
+  return helpers.CharTokenizer()
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
+def test_passkey_prompt_follows_the_protocol_and_fills_to_the_length(tok, depth):
+  probe = eval_tasks.passkey_probe(tok, 1000, depth, key=4321)
+  text = tok.decode(probe.prompt_ids)
+  assert probe.prompt_ids[0] == tok.bos_id
+  filler_tokens = len(tok.encode(eval_tasks.PASSKEY_FILLER + " "))
+  # Filled with whole paragraphs: at most the target, and one more would not fit.
+  assert 1000 - filler_tokens < len(probe.prompt_ids) <= 1000
+  assert text.startswith(eval_tasks.PASSKEY_INSTRUCTION + " ")
+  assert text.endswith(" " + eval_tasks.PASSKEY_QUESTION)
+  needle = "The pass key is 4321. Remember it. 4321 is the pass key."
+  assert text.count(needle) == 1
+  before, after = text.split(needle)
+  n_before = before.count(eval_tasks.PASSKEY_FILLER)
+  n_after = after.count(eval_tasks.PASSKEY_FILLER)
+  assert n_before == round(depth * (n_before + n_after))
+  assert probe.references == ["4321"] and probe.max_new_tokens == 10
+
+
+def test_passkey_keys_are_in_range_and_seeded(tok):
+  a = eval_tasks.passkey_probes(tok, [300], [0.0, 1.0], samples=20, seed=3)
+  b = eval_tasks.passkey_probes(tok, [300], [0.0, 1.0], samples=20, seed=3)
+  keys = [int(p.references[0]) for p in a]
+  assert keys == [int(p.references[0]) for p in b]
+  assert all(1 <= k <= 50000 for k in keys) and len(set(keys)) > 30
+
+
+def test_too_short_length_is_refused_with_the_length(tok):
+  with pytest.raises(ValueError, match="passkey length 50"):
+    eval_tasks.passkey_probe(tok, 50, 0.5, key=1)
+
+
+@pytest.mark.parametrize("task", eval_tasks.RULER_TASKS)
+def test_ruler_prompts_hold_their_references(tok, task):
+  probe = eval_tasks.ruler_probe(tok, task, 800, random.Random(0))
+  assert len(probe.prompt_ids) <= 800
+  text = tok.decode(probe.prompt_ids)
+  assert sorted(helpers.needle_answers(text)) == sorted(probe.references)
+
+
+def test_scorers():
+  assert eval_tasks.first_integer("is 0042, not 7") == 42
+  assert eval_tasks.first_integer("no digits") is None
+  assert eval_tasks.score_passkey(" 12345. The pass", 12345) == 1.0
+  assert eval_tasks.score_passkey(" 1234 5", 12345) == 0.0
+  assert eval_tasks.string_match_all("ABCDE and fghij", ["abcde", "FGHIJ", "zzz", "q"]) == 0.5
+  assert eval_tasks.score_answer_found("The answer: Blue Whale!", " blue whale ") == 1.0
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@pytest.mark.parametrize("mode,expected", [("right", 1.0), ("wrong", 0.0), ("alternate", 0.5)])
+def test_passkey_suite_accuracy_on_stubs(tok, mode, expected):
+  stub = helpers.StubGenerator(tok, mode)
+  result = eval_lib.passkey_suite(stub, tok, lengths=[300, 600], depths=[0.0, 0.5, 1.0],
+                                  samples=2)
+  assert result["accuracy"] == expected
+  assert result["by_length"] == {"300": expected, "600": expected}
+  assert result["by_length_depth"]["600"] == {"0": expected, "0.5": expected, "1": expected}
+  assert stub.calls == [(12, 10, (tok.eos_id,))]  # one call, 10 new tokens, EOS stops
+  table = eval_lib.format_results({"passkey": result})
+  assert f"passkey accuracy: {100 * expected:.1f}%" in table
+  row = [line for line in table.splitlines() if line.startswith("600")][0]
+  assert row.split()[1:] == [f"{100 * expected:.1f}"] * 4
+
+
+@pytest.mark.parametrize("mode,expected", [("right", 1.0), ("wrong", 0.0)])
+def test_ruler_suite_on_stubs(tok, mode, expected):
+  result = eval_lib.ruler_suite(helpers.StubGenerator(tok, mode), tok, lengths=[500],
+                                samples=2)
+  assert result["accuracy"] == expected
+  assert result["by_task"] == {t: expected for t in eval_tasks.RULER_TASKS}
+  assert f"ruler score: {100 * expected:.1f}%" in eval_lib.format_results({"ruler": result})
+
+
+def test_ruler_multivalue_counts_the_share_of_values_found(tok):
+  result = eval_lib.ruler_suite(helpers.StubGenerator(tok, "half_values"), tok,
+                                lengths=[500], samples=3, tasks=["niah_multivalue"])
+  assert result["accuracy"] == 0.5
+
+
+def _write_jsonl(path, records):
+  with open(path, "w", encoding="utf-8") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+  return str(path)
+
+
+def test_longctx_suite_scores_answer_found(tok, tmp_path):
+  records = [{"task": "copy", "prompt": f"Remember {w}. Say it:", "answer": w,
+              "distance_tokens": 5, "length_tokens": 20} for w in ("apple", "pear", "fig")]
+  records.append({"task": "sum", "prompt": "2+2=", "answer": "4"})
+  path = _write_jsonl(tmp_path / "longctx.jsonl", records)
+  answers = {"apple": " APPLE!", "pear": " peach", "fig": " fig", "2+2": " 5"}
+
+  def generate_fn(prompts, max_new_tokens, stop_ids):
+    outs = []
+    for ids in prompts:
+      text = tok.decode(ids)
+      word = next(k for k in answers if k in text)
+      outs.append(tok.encode(answers[word]))
+    return outs
+
+  result = eval_lib.longctx_suite(generate_fn, tok, path)
+  assert result["by_task"] == {"copy": 2 / 3, "sum": 0.0}
+  assert result["accuracy"] == 0.5 and result["count"] == 4
+
+
+def test_longctx_file_errors_name_the_file(tok, tmp_path):
+  with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    eval_lib.longctx_suite(None, tok, str(tmp_path / "nope.jsonl"))
+  path = _write_jsonl(tmp_path / "bad.jsonl", [{"task": "x", "prompt": "p"}])
+  with pytest.raises(ValueError, match=r"bad.jsonl:1 lacks key\(s\) \['answer'\]"):
+    eval_lib.longctx_suite(None, tok, path)
+
+
+WEATHER_TOOL = {"name": "get_weather", "description": "Weather now",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                               "required": ["city"]}}
+
+
+class ChatTokenizer(helpers.CharTokenizer):
+  """Chat markers as single ids above the character range."""
+  def __init__(self):
+    from data_pipeline import chat_format
+    self.specials = {m: 300 + i for i, m in enumerate(chat_format.SPECIAL_TOKENS)}
+
+  def special_id(self, piece):
+    return self.specials[piece]
+
+  def decode(self, ids):
+    inverse = {v: k for k, v in self.specials.items()}
+    return "".join(inverse.get(i, chr(i - 3) if 3 <= i < 300 else "") for i in ids)
+
+
+def test_tools_suite_judges_validity_and_decisions(tmp_path):
+  tok = ChatTokenizer()
+  call = {"messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER_TOOL],
+          "expected": "call", "expected_name": "get_weather"}
+  no_call = {"messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER_TOOL],
+             "expected": "no_call", "expected_name": None}
+  path = _write_jsonl(tmp_path / "tools.jsonl", [call, call, call, call, no_call, no_call])
+  outputs = iter([
+      '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',  # valid
+      '<tool_call>{"name": "get_weather", "arguments": {"town": "Oslo"}}</tool_call>',  # bad args
+      '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}',  # unterminated JSON
+      "I cannot check that.",  # no call where one was expected
+      "Hello!",  # right: no call
+      '<tool_call>{"name": "launch", "arguments": {}}</tool_call>',  # wrong: unknown, and called
+  ])
+  seen_stops = []
+
+  def generate_fn(prompts, max_new_tokens, stop_ids):
+    seen_stops.append(list(stop_ids))
+    return [_encode_with_specials(tok, next(outputs)) for _ in prompts]
+
+  result = eval_lib.tools_suite(generate_fn, tok, path)
+  from data_pipeline import chat_format
+  assert seen_stops == [[tok.eos_id, tok.specials[chat_format.END_OF_TURN]]]
+  assert result["call_rate"] == 0.75
+  assert result["valid_call_rate"] == 0.25
+  assert result["right_function_rate"] == 0.25
+  assert result["no_call_accuracy"] == 0.5
+  assert result["decision_accuracy"] == 4 / 6
+  assert result["invalid_when_called"] == 3 / 4
+  assert re.search(r"valid_call_rate\s+25\.0%", eval_lib.format_results({"tools": result}))
+
+
+def _encode_with_specials(tok, text):
+  ids = []
+  while text:
+    for marker, i in tok.specials.items():
+      if text.startswith(marker):
+        ids.append(i)
+        text = text[len(marker):]
+        break
+    else:
+      ids.append(3 + ord(text[0]))
+      text = text[1:]
+  return ids
+
+
+def test_unknown_suite_and_missing_files_are_refused(tok):
+  with pytest.raises(ValueError, match="unknown suite"):
+    eval_lib.run_suites(["passkee"], None, tok)
+  with pytest.raises(ValueError, match="--tools_eval"):
+    eval_lib.run_suites(["tools"], None, tok)
+
+
+def test_json_output_is_strict_and_atomic(tmp_path):
+  path = tmp_path / "ck" / "eval.json"
+  eval_lib.write_json(str(path), {"a": float("nan"), "b": [1.5]})
+  assert json.loads(path.read_text()) == {"a": None, "b": [1.5]}
+  assert os.listdir(tmp_path / "ck") == ["eval.json"]

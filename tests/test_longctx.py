@@ -1,0 +1,112 @@
+"""data_pipeline.longctx_hard: solvable-only-from-context tasks, distance spread, determinism."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_pipeline import builder_utils as bu
+from data_pipeline import longctx_hard, shards
+from tests.builders_helpers import (documents, read_jsonl, read_report, tokenizer,  # noqa: F401
+                                    tokenizer_path, tree_digest, weighted_runs)
+
+SEQ = 8192
+
+
+def build(out_dir, tokenizer_path, *extra, train=SEQ * 24, val=SEQ, workers=1, seed=0):
+  argv = ["--out_dir", str(out_dir), "--tokenizer", tokenizer_path, "--seq_len", str(SEQ),
+          "--target_train_tokens", str(train), "--target_val_tokens", str(val), "--seed", str(seed),
+          "--num_workers", str(workers), "--filler_chars", "300000", "--eval_examples", "12",
+          "--answer_weight", "3", "--quiet", *extra]
+  longctx_hard.main(argv)
+  return str(out_dir)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tokenizer_path):
+  return build(tmp_path_factory.mktemp("lc") / "out", tokenizer_path, train=SEQ * 60)
+
+
+def test_every_answer_is_recovered_from_its_context_only(built, tokenizer):
+  infos = read_jsonl(os.path.join(built, "train_documents.jsonl"))
+  docs = [d for d in documents(os.path.join(built, "train"))]
+  assert len(docs) == len(infos) >= 60
+  tasks = set()
+  for info, doc in zip(infos, docs):
+    tokens, weights = doc["tokens"], doc["weights"]
+    assert tokens.size == SEQ and info["offset"] == doc["offset"]
+    runs = weighted_runs(tokens, weights - 1)  # answers carry weight 3, the rest 1
+    assert len(runs) == len(info["distance_tokens"]) >= 1
+    for (s, e), distance in zip(runs, info["distance_tokens"]):
+      answer = tokenizer.decode(tokens[s:e]).strip()
+      prompt = tokenizer.decode(tokens[1:s])
+      assert longctx_hard.solve_from_text(info["task"], prompt) == answer, info
+      question = prompt[prompt.rindex("\n"):]
+      assert answer not in question
+      # Nothing within the dependency distance gives the answer away.
+      assert answer not in tokenizer.decode(tokens[s - distance:s])
+      if info["task"] != "variable_tracking":  # there the answer is computed, not copied
+        assert answer in prompt
+    tasks.add(info["task"])
+  assert tasks == set(longctx_hard.TASKS)
+
+
+def test_distances_spread_over_the_window(built):
+  report = read_report(built)
+  hist = report["distance_histogram"]
+  distances = [d for row in read_jsonl(os.path.join(built, "train_documents.jsonl"))
+               for d in row["distance_tokens"]]
+  assert sum(hist.values()) == len(distances)
+  assert np.mean(np.asarray(distances) > 2048) >= 0.5
+  assert report["fraction_distance_over_2048"] >= 0.5
+  assert min(distances) < 2048 and max(distances) > 6144  # the whole window, not one band
+  assert report["tokens"]["train"] >= SEQ * 60 and report["tokens"]["val"] >= SEQ
+
+
+def test_eval_file_holds_solvable_prompts(built):
+  rows = read_jsonl(os.path.join(built, "eval.jsonl"))
+  assert len(rows) == 12
+  for row in rows:
+    assert set(row) == {"task", "prompt", "answer", "distance_tokens", "length_tokens"}
+    assert longctx_hard.solve_from_text(row["task"], row["prompt"]) == row["answer"]
+    assert row["answer"] not in row["prompt"][row["prompt"].rindex("\n"):]
+    assert 0 < row["distance_tokens"] < row["length_tokens"] <= SEQ
+
+
+def test_split_dir_reads_and_weights_are_uint8_sidecar(built):
+  sd = shards.SplitDir(os.path.join(built, "train"))
+  assert sd.meta["has_loss_weights"] and sd.num_tokens % SEQ == 0
+  assert set(np.unique(sd.read(0, SEQ)["loss_weights"])) == {1.0, 3.0}
+
+
+def test_short_curriculum_documents(tmp_path, tokenizer_path):
+  out = build(tmp_path / "short", tokenizer_path, "--max_doc_tokens", "512", "--tasks",
+              "passkey,kv_retrieval", train=512 * 20, val=512)
+  infos = read_jsonl(os.path.join(out, "train_documents.jsonl"))
+  assert {i["length_tokens"] for i in infos} == {512}
+  assert all(128 <= d < 512 for i in infos for d in i["distance_tokens"])
+  assert {i["task"] for i in infos} == {"passkey", "kv_retrieval"}
+
+
+def test_same_seed_same_bytes_any_worker_count(tmp_path, tokenizer_path):
+  a = build(tmp_path / "a", tokenizer_path, train=SEQ * 6, workers=1)
+  b = build(tmp_path / "b", tokenizer_path, train=SEQ * 6, workers=2)
+  c = build(tmp_path / "c", tokenizer_path, train=SEQ * 6, seed=1)
+  assert tree_digest(a) == tree_digest(b)
+  assert tree_digest(a)["train/shard_00000.bin"] != tree_digest(c)["train/shard_00000.bin"]
+
+
+def test_checker_refuses_text_without_the_information():
+  with pytest.raises(AttributeError):
+    longctx_hard.solve_from_text("passkey", "filler\nWhat is the pass key? The pass key is")
+  text = "let abc = 5\nlet xyz = abc * 3\nQuestion: what is the value of xyz? Answer:"
+  assert longctx_hard.solve_from_text("variable_tracking", text) == "15"
+
+
+def test_bad_flags_exit_with_message(tmp_path, tokenizer_path):
+  with pytest.raises(SystemExit, match="unknown task"):
+    bu.run_main(lambda: build(tmp_path / "x", tokenizer_path, "--tasks", "passkey,nope"))
+  with pytest.raises(SystemExit, match="cannot hold distances"):
+    bu.run_main(lambda: build(tmp_path / "y", tokenizer_path, "--max_doc_tokens", "256",
+                              "--min_distance", "300"))

@@ -1,0 +1,191 @@
+"""data_pipeline.tool_synth: valid synthetic calls, glaive/Hermes conversion with their quirks."""
+
+import json
+import os
+import re
+
+import pytest
+
+from data_pipeline import builder_utils as bu
+from data_pipeline import chat_format, shards, tool_synth
+from tests.builders_helpers import (documents, fixture, read_jsonl, read_report,  # noqa: F401
+                                    tokenizer, tokenizer_path, tree_digest, weighted_runs)
+
+GLAIVE_SYSTEM = ('SYSTEM: You are a helpful assistant with access to the following functions. '
+                 'Use them if required -\n{fn}\n')
+FN = json.dumps({"name": "get_time", "description": "Time in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                "required": ["city"]}}, indent=4)
+
+
+def quirky_glaive_records():
+  call = '<functioncall> {"name": "get_time", "arguments": \'{"city": "Lima"}\'} <|endoftext|>'
+  return [
+      # two blank lines instead of three, and text before <functioncall>
+      {"system": GLAIVE_SYSTEM.format(fn=FN),
+       "chat": f"USER: What time is it in Lima?\n\nASSISTANT: Let me look. {call}\n\n"
+               "FUNCTION RESPONSE: {\"time\": \"10:42\"}\n\nASSISTANT: It is 10:42 in Lima. "
+               "<|endoftext|>\n\n"},
+      # the function declared twice, and the chat ends on a user turn
+      {"system": GLAIVE_SYSTEM.format(fn=FN + "\n" + FN),
+       "chat": f"USER: Time in Lima?\n\n\nASSISTANT: {call}\n\n\nFUNCTION RESPONSE: "
+               "{\"time\": \"09:00\"}\n\n\nASSISTANT: 09:00. <|endoftext|>\n\n\nUSER: thanks\n\n\n"},
+      # arguments that are not JSON: skipped as bad_function_call_json
+      {"system": GLAIVE_SYSTEM.format(fn=FN),
+       "chat": "USER: x\n\n\nASSISTANT: <functioncall> {\"name\": \"get_time\", \"arguments\": "
+               "'{city: Lima}'} <|endoftext|>\n\n\n"},
+      # a call that does not match the schema: skipped as call_fails_schema
+      {"system": GLAIVE_SYSTEM.format(fn=FN),
+       "chat": "USER: x\n\n\nASSISTANT: <functioncall> {\"name\": \"get_time\", \"arguments\": "
+               "'{\"town\": \"Lima\"}'} <|endoftext|>\n\n\n"},
+  ]
+
+
+def quirky_hermes_records():
+  system = ("You are a function calling AI model. You are provided with function signatures "
+            "within <tools></tools> XML tags.\n<tools>\n[{'type': 'function', 'function': "
+            "{'name': 'get_time', 'description': 'Time in a city', 'parameters': {'type': "
+            "'object', 'properties': {'city': {'type': 'string'}}, 'required': ['city']}}}]\n"
+            "</tools>\nUse <tool_call></tool_call> tags.")
+  return [
+      {"conversations": [
+          {"from": "system", "value": system},
+          {"from": "human", "value": "Time in Oslo and Lima?"},
+          # two calls, one with arguments as a JSON string
+          {"from": "gpt", "value": "<tool_call>\n{'arguments': {'city': 'Oslo'}, 'name': "
+                                   "'get_time'}\n</tool_call>\n<tool_call>\n{\"arguments\": "
+                                   "\"{\\\"city\\\": \\\"Lima\\\"}\", \"name\": \"get_time\"}\n"
+                                   "</tool_call>"},
+          {"from": "tool", "value": "<tool_response>\n{'time': '17:00'}\n</tool_response>\n"
+                                    "<tool_response>\n{'time': '11:00'}\n</tool_response>"},
+          {"from": "gpt", "value": "17:00 in Oslo, 11:00 in Lima."}]},
+      {"conversations": [{"from": "system", "value": system},
+                         {"from": "human", "value": "x"},
+                         {"from": "gpt", "value": "<tool_call>\n{'name': 'get_time', "
+                                                  "'arguments': {'city': 'Oslo'</tool_call>"}]},
+  ]
+
+
+def all_calls_valid(messages, tools):
+  assert tool_synth.call_problems(messages, tools) == []
+
+
+def test_fixture_conversions_produce_valid_calls():
+  for source, name in (("glaive", "glaive_function_calling_v2_sample.json"),
+                       ("hermes", "hermes_function_calling_v1_sample.json")):
+    converted = [tool_synth.CONVERTERS[source](r) for _, r in bu.iter_records(fixture(name))]
+    calls = [c for m, _ in converted for msg in m for c in msg.get("tool_calls") or []]
+    assert calls, source
+    for messages, tools in converted:
+      all_calls_valid(messages, tools)
+      assert messages[-1]["role"] == "assistant"
+  messages, tools = tool_synth.convert_glaive(
+      next(bu.iter_records(fixture("glaive_function_calling_v2_sample.json")))[1])
+  assert messages[2]["tool_calls"] == [{"name": "convert_currency",
+                                        "arguments": {"amount": 250, "from": "EUR", "to": "JPY"}}]
+  assert messages[3] == {"role": "tool",
+                         "content": '{"converted_amount": 40512.5, "from": "EUR", "to": "JPY"}'}
+
+
+def test_glaive_quirks():
+  records = quirky_glaive_records()
+  messages, tools = tool_synth.convert_glaive(records[0])
+  assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+  assert messages[2]["content"] == "Let me look."
+  assert messages[2]["tool_calls"] == [{"name": "get_time", "arguments": {"city": "Lima"}}]
+  messages, tools = tool_synth.convert_glaive(records[1])
+  assert [t["name"] for t in tools] == ["get_time"]  # declared twice, kept once
+  assert messages[-1] == {"role": "assistant", "content": "09:00."}  # trailing user turn dropped
+  for record, reason in ((records[2], "bad_function_call_json"),
+                         (records[3], "call_fails_schema")):
+    with pytest.raises(bu.SkipRecord) as e:
+      tool_synth.convert_glaive(record)
+    assert e.value.reason == reason
+
+
+def test_hermes_quirks():
+  good, broken = quirky_hermes_records()
+  messages, tools = tool_synth.convert_hermes(good)
+  assert [t["name"] for t in tools] == ["get_time"]
+  assert messages[0] == {"role": "system", "content": "You are a function calling AI model."}
+  assert messages[2]["tool_calls"] == [{"name": "get_time", "arguments": {"city": "Oslo"}},
+                                       {"name": "get_time", "arguments": {"city": "Lima"}}]
+  assert [m["content"] for m in messages[3:5]] == ["{'time': '17:00'}", "{'time': '11:00'}"]
+  with pytest.raises(bu.SkipRecord) as e:
+    tool_synth.convert_hermes(broken)
+  assert e.value.reason == "bad_tool_call_literal"
+
+
+def build(out, tokenizer_path, *extra, workers=1, seed=0):
+  tool_synth.main(["--out_dir", str(out), "--tokenizer", tokenizer_path, "--seq_len", "2048",
+                   "--target_train_tokens", "20000", "--target_val_tokens", "4000", "--quiet",
+                   "--num_workers", str(workers), "--seed", str(seed), "--eval_examples", "30",
+                   *extra])
+  return str(out)
+
+
+def conversations(split_dir, tok):
+  for doc in documents(split_dir):
+    if not doc["pad"]:
+      yield doc, tok.decode(doc["tokens"][1:-1])
+
+
+def test_synthetic_calls_all_parse_and_validate(tmp_path, tokenizer_path, tokenizer):
+  out = build(tmp_path / "syn", tokenizer_path)
+  n_calls, n_conv, domains = 0, 0, set()
+  for doc, text in conversations(os.path.join(out, "train"), tokenizer):
+    n_conv += 1
+    tools = json.loads(re.search(r"<tools>(.*?)</tools>", text, re.S).group(1))
+    domains.update(t["name"] for t in tools)
+    for s, e in weighted_runs(doc["tokens"], doc["weights"]):
+      # Loss exactly on assistant turns: each run follows the assistant header, ends with <|end|>.
+      assert tokenizer.decode(doc["tokens"][s - 1:s]) == chat_format.ASSISTANT
+      span = tokenizer.decode(doc["tokens"][s:e])
+      assert span.endswith(chat_format.END_OF_TURN)
+      for payload in chat_format.parse_assistant_output(span)["tool_calls"]:
+        assert chat_format.validate_tool_call(payload, tools) == [], payload
+        n_calls += 1
+    masked = tokenizer.decode(doc["tokens"][doc["weights"] == 0])
+    assert chat_format.TOOL_CALL_OPEN not in masked
+  assert n_conv >= 20 and n_calls >= n_conv // 2
+  assert len(domains) >= 10
+  report = read_report(out)
+  assert report["skipped"] == {}
+  rows = read_jsonl(os.path.join(out, "eval.jsonl"))
+  assert len(rows) == 30 and {r["expected"] for r in rows} == {"call", "no_call"}
+  for r in rows:
+    assert r["messages"][-1]["role"] == "user"
+    if r["expected"] == "call":
+      payload = json.dumps({"name": r["expected_name"], "arguments": r["expected_arguments"]})
+      assert chat_format.validate_tool_call(payload, r["tools"]) == []
+
+
+def test_real_sets_with_quirks_through_the_cli(tmp_path, tokenizer_path, tokenizer):
+  glaive = tmp_path / "glaive.json"
+  hermes = tmp_path / "hermes.json"
+  with open(fixture("glaive_function_calling_v2_sample.json")) as f:
+    glaive.write_text(json.dumps(json.load(f) + quirky_glaive_records()))
+  with open(fixture("hermes_function_calling_v1_sample.json")) as f:
+    hermes.write_text(json.dumps(json.load(f) + quirky_hermes_records()))
+  out = build(tmp_path / "real", tokenizer_path, "--glaive", str(glaive), "--hermes",
+              str(hermes), "--val_fraction", "0")
+  report = read_report(out)
+  assert report["skipped"] == {"bad_function_call_json": 1, "call_fails_schema": 1,
+                               "bad_tool_call_literal": 1}
+  assert "glaive.json:record 4" in report["skip_examples"]["bad_function_call_json"]
+  per_source = shards.SplitDir(os.path.join(out, "train")).meta["tokens_per_source"]
+  assert per_source["tools/glaive"] > 0 and per_source["tools/hermes"] > 0
+  texts = [t for _, t in conversations(os.path.join(out, "train"), tokenizer)]
+  assert any("It is 10:42 in Lima." in t for t in texts)
+  with pytest.raises(SystemExit, match=r"glaive.json:record 4.*bad_function_call_json"):
+    bu.run_main(lambda: build(tmp_path / "strict", tokenizer_path, "--glaive", str(glaive),
+                              "--val_fraction", "0", "--strict"))
+
+
+def test_same_seed_same_bytes_any_worker_count(tmp_path, tokenizer_path):
+  glaive = fixture("glaive_function_calling_v2_sample.json")
+  a = build(tmp_path / "a", tokenizer_path, "--glaive", glaive)
+  b = build(tmp_path / "b", tokenizer_path, "--glaive", glaive, workers=2)
+  c = build(tmp_path / "c", tokenizer_path, "--glaive", glaive, seed=3)
+  assert tree_digest(a) == tree_digest(b)
+  assert tree_digest(a) != tree_digest(c)
