@@ -47,7 +47,7 @@ def get_model_config(**overrides) -> ml_collections.ConfigDict:
   m.n_layers = 24
   m.n_heads = 16  # query heads
   m.n_kv_heads = 8  # key/value heads (grouped-query attention; = n_heads for plain MHA)
-  m.head_dim = 64  # per-head width (0 = d_model // n_heads); n_heads*head_dim may differ from d_model
+  m.head_dim = 64  # per-head width (0 = d_model // n_heads)
   m.mlp_dim = 2816  # SwiGLU hidden width (~8/3 d_model, rounded to a multiple of 256)
   m.max_seq_len = 2048  # longest sequence the model is built for (phases set = seq_len)
   m.rope_theta = 10_000.0  # RoPE base frequency; phase2_5 raises it to 500k for 8k context

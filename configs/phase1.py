@@ -1,22 +1,23 @@
-r"""Phase 1: base pretraining of the ~350M Llama-style model at 2k context.
-
-Purpose: learn language from scratch on the general pretraining shards. Everything
-later starts from this phase's final params (models/phase1_final).
-
-Command:
-  python -m jaxlm.main --config=configs/phase1.py
-  python -m jaxlm.main --config=configs/phase1.py:tiny   # CPU smoke run, ~10 s
-
-Expected: 14000 optimizer steps of 8 x 32 x 2048 = 524k tokens (~7.3B tokens, about
-Chinchilla-optimal for 350M params). Val loss falls steeply for the first ~1k steps, then
-slowly. Time (estimate, not measured): ~2.4 GFLOP/token -> ~12 h on one H100 at 40% MFU.
-Writes workdirs/phase1/{latest,best,metrics.jsonl,tensorboard} and models/phase1_final.
-"""
+"""Phase 1 config: base pretraining at 2k context (see get_config)."""
 
 from configs import common
 
 
 def get_config(arg=None):
+  r"""Phase 1: base pretraining of the ~350M Llama-style model at 2k context.
+
+  Purpose: learn language from scratch on the general pretraining shards. Everything
+  later starts from this phase's final params (models/phase1_final).
+
+  Command:
+    python -m jaxlm.main --config=configs/phase1.py
+    python -m jaxlm.main --config=configs/phase1.py:tiny   # CPU smoke run, <1 min
+
+  Expected: 14000 optimizer steps of 8 x 32 x 2048 = 524k tokens (~7.3B tokens, about
+  Chinchilla-optimal for 350M params). Val loss falls steeply for the first ~1k steps, then
+  slowly. Time (estimate, not measured): ~2.5 GFLOP/token -> ~13 h on one H100 at 40% MFU.
+  Writes workdirs/phase1/{latest,best,metrics.jsonl,tensorboard} and models/phase1_final.
+  """
   args = common.parse_arg(arg, tiny=False)
   c = common.get_base_config()
   c.workdir = "workdirs/phase1"

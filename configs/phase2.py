@@ -1,24 +1,26 @@
-r"""Phase 2: the "reasoning core" at 2k context, continuing from phase 1.
-
-Purpose: continue pretraining on the reasoning-heavy mixture (math, code, structured
-text) while the context is still short and steps are cheap. Starts params-only from
-models/phase1_final (fresh optimizer and LR schedule).
-
-Command:
-  python -m jaxlm.main --config=configs/phase2.py
-  python -m jaxlm.main --config=configs/phase2.py:tiny   # CPU smoke run, ~10 s
-                                                        # (after phase1.py:tiny)
-
-Expected: 4000 optimizer steps of 524k tokens (~2.1B tokens); val loss on the phase2
-val split drops quickly in the first few hundred steps as the mixture shifts, then
-flattens. Time (estimate): ~3.5 h on one H100 at 40% MFU.
-Writes workdirs/phase2/... and models/phase2_final, which phase2_5 starts from.
-"""
+"""Phase 2 config: the reasoning core at 2k context (see get_config)."""
 
 from configs import common
 
 
 def get_config(arg=None):
+  r"""Phase 2: the "reasoning core" at 2k context, continuing from phase 1.
+
+  Purpose: continue pretraining on the reasoning-heavy mixture (math, code, structured
+  text) while the context is still short and steps are cheap. Starts params-only from
+  models/phase1_final (fresh optimizer and LR schedule).
+
+  Command:
+    python -m jaxlm.main --config=configs/phase2.py
+    python -m jaxlm.main --config=configs/phase2.py:tiny   # CPU smoke run, <1 min
+                                                           # (after phase1.py:tiny)
+
+  Expected: 4000 optimizer steps of 524k tokens (~2.1B tokens); val loss on the phase2
+  val split drops quickly in the first few hundred steps as the mixture shifts, then
+  flattens. Time (estimate, not measured): ~2.5 GFLOP/token -> ~3.7 h on one H100
+  at 40% MFU.
+  Writes workdirs/phase2/... and models/phase2_final, which phase2_5 starts from.
+  """
   args = common.parse_arg(arg, tiny=False)
   c = common.get_base_config()
   c.workdir = "workdirs/phase2"

@@ -1,25 +1,27 @@
-r"""Phase 3: refinement at 8k context, from phase 2.5's best checkpoint.
-
-Purpose: the last ~0.5B tokens: sharpen long-context use and the chat / tool format,
-on a pre-mixed shard set (data/shards/phase3_mixed) of
-  phase1 0.10, phase2 0.15, long-context 0.50, SFT conversations 0.25.
-Starts params-only from phase 2.5's best val checkpoint (workdirs/phase2_5/best; the
-only step kept there), with a fresh optimizer and schedule.
-
-Command:
-  python -m jaxlm.main --config=configs/phase3.py
-  python -m jaxlm.main --config=configs/phase3.py:tiny   # CPU smoke run, ~10 s
-                                                        # (after phase2_5.py:tiny)
-
-Expected: 1000 optimizer steps of 1 x 64 x 8192 = 524k tokens (~0.52B tokens); val loss
-drops fastest on the SFT part (its format is new), little on replay. Final params in
-models/phase3_final. Time (estimate): ~1.5 h on one H100 at 40% MFU.
-"""
+"""Phase 3 config: refinement at 8k context (see get_config)."""
 
 from configs import common
 
 
 def get_config(arg=None):
+  r"""Phase 3: refinement at 8k context, from phase 2.5's best checkpoint.
+
+  Purpose: the last ~0.5B tokens: sharpen long-context use and the chat / tool format,
+  on a pre-mixed shard set (data/shards/phase3_mixed) of
+    phase1 0.10, phase2 0.15, long-context 0.50, SFT conversations 0.25.
+  Starts params-only from phase 2.5's best val checkpoint (workdirs/phase2_5/best; the
+  only step kept there), with a fresh optimizer and schedule.
+
+  Command:
+    python -m jaxlm.main --config=configs/phase3.py
+    python -m jaxlm.main --config=configs/phase3.py:tiny   # CPU smoke run, <1 min
+                                                         # (after phase2_5.py:tiny)
+
+  Expected: 1000 optimizer steps of 1 x 64 x 8192 = 524k tokens (~0.52B tokens); val loss
+  drops fastest on the SFT part (its format is new), little on replay. Final params in
+  models/phase3_final. Time (estimate, not measured): ~4.3 GFLOP/token -> ~1.6 h on one
+  H100 at 40% MFU.
+  """
   args = common.parse_arg(arg, tiny=False)
   c = common.get_base_config()
   c.workdir = "workdirs/phase3"

@@ -281,13 +281,16 @@ def assemble(plan: Plan, tok, filler: Filler, length: int, rng) -> LongDoc | Non
 def verify(doc: LongDoc, tok, plan: Plan) -> bool:
   """The checker recovers every answer from the text before it, and nothing leaks it later."""
   for a in doc.answers:
-    prompt = tok.decode(doc.tokens[1:a["start"]])
+    # Decoding is concatenative at these cuts (pieces map to text one by one), so the prompt
+    # is decoded once, as the context up to the information plus the gap after it.
+    gap = tok.sp.DecodeIds(doc.tokens[a["info_end"]:a["start"]].tolist())
+    if a["answer"] in gap:
+      return False
+    prompt = tok.sp.DecodeIds(doc.tokens[1:a["info_end"]].tolist()) + gap
     try:
       if solve_from_text(doc.task, prompt) != a["answer"]:
         return False
     except (ValueError, AttributeError, KeyError, TypeError):
-      return False
-    if a["answer"] in tok.decode(doc.tokens[a["info_end"]:a["start"]]):
       return False
     for marker in plan.avoid_in_prompt:
       if prompt.count(marker) != 1:

@@ -113,6 +113,9 @@ def train_tokenizer(inputs: Sequence[str] | None, vocab_size: int, model_prefix:
       user_defined_symbols=chat_format.SPECIAL_TOKENS, add_dummy_prefix=False,
       remove_extra_whitespaces=False, normalization_rule_name="identity",
       allow_whitespace_only_pieces=True, input_sentence_size=2_000_000,
+      # Digits always get their own pieces, even in a small corpus with few numbers: passkeys,
+      # arithmetic and tool arguments are digit strings.
+      required_chars="0123456789",
       shuffle_input_sentence=True, num_threads=num_threads, minloglevel=2,
       hard_vocab_limit=False)
   path = model_prefix + ".model"

@@ -28,8 +28,10 @@ On several hosts run the same command on each (coordinator = host 0's address).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+from typing import Any, NamedTuple
 
 from absl import app
 from absl import flags
@@ -166,20 +168,29 @@ def next_local_batch(iterators, accum_steps: int) -> dict[str, np.ndarray]:
   return out
 
 
-def train(config, mesh, vocab_size: int, simulate_processes: int | None = None):
-  """Runs config.total_opt_steps steps; returns (state, losses, state shardings)."""
+class TrainResult(NamedTuple):
+  state: Any  # final train state (global, sharded jax.Arrays)
+  shardings: Any  # the state's NamedShardings
+  losses: list[float]  # loss of each step
+  batch_digests: list[str]  # sha256 of this process's input rows at each step
+  iterators: list[Any]  # the data iterators (for their checkpointable state)
+
+
+def train(config, mesh, vocab_size: int, simulate_processes: int | None = None) -> TrainResult:
+  """Runs config.total_opt_steps optimizer steps from a fresh state."""
   from jaxlm import sharding
 
   model, optimizer, schedule, state, shardings = init_state(config, mesh)
   step = make_step(model, optimizer, schedule, shardings, mesh)
   iterators = data_iterators(config, vocab_size, simulate_processes)
-  losses = []
+  losses, digests = [], []
   for _ in range(config.total_opt_steps):
     local = next_local_batch(iterators, config.grad_accum_steps)
+    digests.append(hashlib.sha256(local["inputs"].tobytes()).hexdigest())
     batch = sharding.shard_batch(local, mesh, accum_steps=config.grad_accum_steps)
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))
-  return state, losses, shardings, iterators
+  return TrainResult(state, shardings, losses, digests, iterators)
 
 
 def gather(tree) -> dict[str, np.ndarray]:
@@ -239,18 +250,20 @@ def main(argv):
   if distributed.is_main_process():
     logging.info("%d processes, %d devices, mesh %s", jax.process_count(), jax.device_count(),
                  dict(mesh.shape))
-  state, losses, shardings, iterators = train(config, mesh, vocab_size)
-  restore_ok = save_and_restore(os.path.join(FLAGS.out_dir, "workdir"), state, shardings,
-                                config.model.to_dict(), iterators[0].get_state())
-  params = gather(state["params"])
+  result = train(config, mesh, vocab_size)
+  restore_ok = save_and_restore(os.path.join(FLAGS.out_dir, "workdir"), result.state,
+                                result.shardings, config.model.to_dict(),
+                                result.iterators[0].get_state())
+  params = gather(result.state["params"])
 
   rank = jax.process_index()
   os.makedirs(FLAGS.out_dir, exist_ok=True)
-  result = {"process_index": rank, "process_count": jax.process_count(),
+  summary = {"process_index": rank, "process_count": jax.process_count(),
             "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
-            "mesh": dict(mesh.shape), "losses": losses, "restore_matches": restore_ok}
+            "mesh": dict(mesh.shape), "losses": result.losses,
+             "batch_digests": result.batch_digests, "restore_matches": restore_ok}
   for name, payload in ((f"params_process{rank}.npz", params),
-                        (f"result_process{rank}.json", result)):
+                        (f"result_process{rank}.json", summary)):
     path = os.path.join(FLAGS.out_dir, name)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
@@ -260,7 +273,7 @@ def main(argv):
         f.write(json.dumps(payload, indent=1).encode())
     os.replace(tmp, path)
   if distributed.is_main_process():
-    logging.info("losses %s; checkpoint restore matches: %s", losses, restore_ok)
+    logging.info("losses %s; checkpoint restore matches: %s", result.losses, restore_ok)
 
 
 if __name__ == "__main__":

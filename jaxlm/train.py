@@ -340,7 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   checkpoints = ckpt_lib.TrainCheckpoints(workdir, keep_latest=config.keep_latest)
   state = initial_state(config, program, checkpoints, train_iter)
   num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-  logging.info("Model: %.1fM params; %d tokens per optimizer step.", num_params / 1e6,
+  logging.info("Model: %s params; %d tokens per optimizer step.", f"{num_params:,}",
                tokens_per_step)
 
   flops_per_token = metrics_lib.flops_per_token(model_config, config.seq_len)

@@ -24,11 +24,18 @@ def _tiny(scan_layers=True, **overrides):
 
 
 def _greedy_by_recomputation(params, config, prompt, steps):
+  """Greedy tokens from a full forward pass per step (no cache).
+
+  The sequence is right-padded to a fixed length so one compilation serves every step:
+  causal attention makes the logits at position n-1 independent of what follows.
+  """
   model = model_lib.Transformer(config)
-  forward = jax.jit(lambda p, t: model.apply({"params": p}, t)[0, -1])
+  width = len(prompt) + steps
+  forward = jax.jit(lambda p, t, n: model.apply({"params": p}, t)[0, n - 1])
   seq, new = list(prompt), []
   for _ in range(steps):
-    token = int(jnp.argmax(forward(params, jnp.asarray([seq], jnp.int32))))
+    padded = jnp.asarray([seq + [0] * (width - len(seq))], jnp.int32)
+    token = int(jnp.argmax(forward(params, padded, len(seq))))
     new.append(token)
     seq.append(token)
   return new
