@@ -106,7 +106,7 @@ class OrderedPool:
   def __init__(self, make_state: Callable[[Any], Any], state_arg: Any, num_workers: int,
                batch_size: int | None = None):
     self.num_workers = max(1, int(num_workers))
-    self.batch_size = batch_size or 16 * self.num_workers
+    self.batch_size = batch_size or 64 * self.num_workers
     self._pool = None
     if self.num_workers == 1:
       _init_worker(make_state, state_arg)
@@ -119,7 +119,7 @@ class OrderedPool:
   def map(self, fn: Callable, items: Sequence) -> list:
     if self._pool is None:
       return [fn(item) for item in items]
-    chunk = max(1, len(items) // (4 * self.num_workers))
+    chunk = max(1, len(items) // (2 * self.num_workers))
     return self._pool.map(fn, items, chunksize=chunk)
 
   def imap(self, fn: Callable, items: Iterable) -> Iterator:

@@ -145,5 +145,9 @@ def validate_tool_call(payload: str, tools: Sequence[dict]) -> list[str]:
   if name not in by_name:
     return [f"unknown function {name!r}; offered: {sorted(by_name)}"]
   schema = by_name[name].get("parameters") or {"type": "object"}
-  validator = jsonschema.Draft202012Validator(schema)
-  return [f"{name}: {e.message}" for e in validator.iter_errors(args)]
+  try:
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{name}: {e.message}" for e in validator.iter_errors(args)]
+  except (jsonschema.exceptions.SchemaError, jsonschema.exceptions.UnknownType) as e:
+    # The offered schema itself is broken (public sets have "type": "float" and the like).
+    return [f"{name}: the tool's parameter schema is invalid ({str(e).splitlines()[0]})"]

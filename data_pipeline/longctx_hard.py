@@ -45,12 +45,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import os
 import re
-import string
-from typing import Sequence
-
 import numpy as np
 
 from data_pipeline import builder_utils as bu

@@ -15,7 +15,8 @@ file). The record shape is recognised per record:
 Big JSON arrays are streamed element by element (builder_utils.iter_json_array), so even the
 1.9 GB OpenHermes file is read in constant memory.
 
-Conversations render with chat_format; loss weights cover the assistant turns only (system,
+ShareGPT's per-turn `weight` (null throughout OpenHermes-2.5) is not used: every assistant
+turn is trained. Conversations render with chat_format; loss weights cover the assistant turns only (system,
 user and tool turns are masked). A conversation longer than seq_len keeps its longest prefix
 of whole turns that ends on an assistant turn and fits; if none fits it is dropped; both are
 counted. Conversations are packed into seq_len-token slots (reader windows start at multiples

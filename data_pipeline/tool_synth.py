@@ -39,7 +39,6 @@ import ast
 import dataclasses
 import itertools
 import json
-import math
 import os
 import re
 import string

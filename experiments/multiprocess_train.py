@@ -238,6 +238,7 @@ def main(argv):
       raise app.UsageError(f"--{name} is required")
   distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
+  distributed.quiet_non_main_processes()
   from data_pipeline import shards
   from jaxlm import sharding
 

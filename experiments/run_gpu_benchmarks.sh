@@ -139,17 +139,19 @@ else
   fi
 fi
 
-# Other helpers' benchmarks, when present.
-if [ -f experiments/bench_attention.py ]; then
-  if [ "$SMALL" = "1" ]; then attn_args=(--small); else attn_args=(); fi
-  optional_stage attention 120 "$PY" -m experiments.bench_attention "${attn_args[@]}" \
-    --out-dir="$OUT/attention"
-fi
-if [ -f experiments/bench_decode.py ]; then
-  if [ "$SMALL" = "1" ]; then decode_args=(--small); else decode_args=(); fi
-  optional_stage decode 120 "$PY" -m experiments.bench_decode "${decode_args[@]}" \
-    --out-dir="$OUT/decode"
-fi
+# Other helpers' benchmarks, when present. Their flags are read from their --help: an
+# output directory (--out-dir / --out_dir) and, for SMALL=1, --small.
+other_bench() {
+  local name=$1 module=$2 help args=()
+  help=$("$PY" -m "$module" --help 2>&1 || true)
+  if grep -q -- "--out-dir" <<< "$help"; then args+=(--out-dir="$OUT/$name")
+  elif grep -q -- "--out_dir" <<< "$help"; then args+=(--out_dir="$OUT/$name")
+  fi
+  if [ "$SMALL" = "1" ] && grep -q -- "--small" <<< "$help"; then args+=(--small); fi
+  optional_stage "$name" 120 "$PY" -m "$module" "${args[@]}"
+}
+[ -f experiments/bench_attention.py ] && other_bench attention experiments.bench_attention
+[ -f experiments/bench_decode.py ] && other_bench decode experiments.bench_decode
 
 # Variants of jaxlm's step: what the phase2_5 run would gain from saving matmul outputs
 # instead of full remat (still within 15 GiB?), and unrolled layers instead of nn.scan.

@@ -160,8 +160,10 @@ def benchmark(config, steps: int, warmup: int, profile_dir: str = "") -> dict:
   if not all(np.isfinite(losses)):
     raise FloatingPointError(f"non-finite training loss in the benchmark: {losses}")
 
-  device = jax.devices()[0]
-  n_devices = jax.device_count()
+  # The devices the step actually ran on (the params' devices), not every visible one.
+  used = jax.tree.leaves(state["params"])[0].sharding.device_set
+  device = min(used, key=lambda d: d.id)
+  n_devices = len(used)
   tokens_per_step = config.seq_len * config.micro_batch_size * accum
   step_s = statistics.median(times)
   tokens_per_s = tokens_per_step / step_s

@@ -379,7 +379,7 @@ flags.DEFINE_string("out", None, "Output directory.")
 def main(argv):
   del argv
   if bool(FLAGS.from_hf) == bool(FLAGS.to_hf) or not FLAGS.out:
-    raise app.UsageError("give exactly one of --from_hf / --to_hf, and --out")
+    raise SystemExit("error: give exactly one of --from_hf / --to_hf, and --out")
   try:
     if FLAGS.from_hf:
       cfg = import_hf(FLAGS.from_hf, FLAGS.out)

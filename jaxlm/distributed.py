@@ -104,3 +104,9 @@ def maybe_initialize(coordinator_address: str | None = None,
 def is_main_process() -> bool:
   """True on the process that logs, writes metrics files and prints."""
   return jax.process_index() == 0
+
+
+def quiet_non_main_processes() -> None:
+  """Only process 0 logs at INFO; the others keep warnings and errors (absl logging)."""
+  if not is_main_process():
+    logging.set_verbosity(logging.WARNING)

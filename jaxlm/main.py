@@ -71,7 +71,12 @@ def _load_config(config_arg: str):
 
 def _flags_parser(argv: list[str]):
   """Parses flags after checking every --config.KEY override against the config."""
-  config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  config_arg = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      config_arg = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      config_arg = argv[i + 1]
   if config_arg:
     check_override_keys(argv[1:], _load_config(config_arg))
   return flags.FLAGS(argv)

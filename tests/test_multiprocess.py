@@ -47,12 +47,16 @@ def _launch(train_dir, out_dir, num_processes=2, devices_per_process=2):
         proc.kill()
   for rank, (proc, output) in enumerate(zip(procs, outputs)):
     assert proc.returncode == 0, f"process {rank} exited {proc.returncode}:\n{output[-4000:]}"
+  return outputs
 
 
 def test_two_processes_train_like_one(tmp_path):
   train_dir = sharding_helpers.write_tiny_shards(str(tmp_path / "shards"))
   out_dir = tmp_path / "run"
-  _launch(train_dir, str(out_dir))
+  outputs = _launch(train_dir, str(out_dir))
+  # Only process 0 logs at INFO level.
+  assert "checkpoint restore matches: True" in outputs[0]
+  assert "checkpoint restore matches" not in outputs[1]
 
   results = [json.loads((out_dir / f"result_process{r}.json").read_text()) for r in (0, 1)]
   params = [dict(np.load(out_dir / f"params_process{r}.npz")) for r in (0, 1)]

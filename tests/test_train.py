@@ -16,7 +16,6 @@ from tensorboard.backend.event_processing import event_accumulator
 from configs import phase2, phase2_5
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import input_pipeline
-from jaxlm import model as model_lib
 from jaxlm import train
 from tests import train_helpers
 
@@ -91,10 +90,11 @@ def test_phase2_run_writes_best_latest_final_and_metrics(phase2_run):
   assert "val/loss/chat" in events.Tags()["scalars"]
 
 
-def test_phase2_5_init_from_final_starts_fresh(phase2_run, shards, tmp_path):
+def test_phase2_5_init_from_final_starts_fresh(phase2_run, shards, tmp_path, monkeypatch):
   p2_config, _ = phase2_run
   config = train_helpers.tiny_config(phase2_5, str(tmp_path / "wd"), shards,
-                                     init_from=p2_config.final_dir, total_opt_steps=2)
+                                     init_from=p2_config.final_dir, total_opt_steps=2,
+                                     eval_during_training=True)
   assert config.model.rope_theta == 500_000.0  # differs from phase 2: only shapes matter
   program = train.build_program(config)
   checkpoints = ckpt_lib.TrainCheckpoints(config.workdir)
@@ -107,9 +107,19 @@ def test_phase2_5_init_from_final_starts_fresh(phase2_run, shards, tmp_path):
   assert int(state["train_state"]["step"]) == 0
   assert allclose_trees(state["opt_state"], program.optimizer.init(final_params), atol=0)
 
+  # The eval hook runs at validation and its numbers land in the val records.
+  from jaxlm import eval as eval_lib
+  calls = []
+  def fake_suites(params, model_config, cfg):
+    calls.append((jax.tree.structure(params), model_config.rope_theta, cfg.seq_len))
+    return {"eval/passkey": 0.5}
+  monkeypatch.setattr(eval_lib, "run_cheap_suites", fake_suites)
+
   result = train.train_and_evaluate(config)
   assert result["step"] == 2
   assert [r["step"] for r in read_metrics(config.workdir)] == [1, 2]
+  assert calls == [(jax.tree.structure(final_params), 500_000.0, config.seq_len)]
+  assert read_metrics(config.workdir, "val")[0]["eval/passkey"] == 0.5
 
 
 def test_init_from_mismatched_shapes_fails_listing_params(phase2_run, shards, tmp_path):

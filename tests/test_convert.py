@@ -1,0 +1,144 @@
+"""Hugging Face Llama import/export: logit parity, round trips, refusals."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlm import convert
+from jaxlm import model as M
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def make_hf_model(path, tie, rope_scaling=None, kv_heads=2):
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(
+      vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
+      tie_word_embeddings=tie, rope_theta=500.0, rope_scaling=rope_scaling,
+      initializer_range=0.2)
+  model = transformers.LlamaForCausalLM(cfg).eval()
+  model.save_pretrained(path)
+  return model
+
+
+def hf_logits(model, tokens):
+  with torch.no_grad():
+    return model(torch.tensor(np.asarray(tokens))).logits.numpy()
+
+
+def jax_logits(params, model_config, tokens):
+  cfg = M.model_config({**model_config, "param_dtype": "float32",
+                        "compute_dtype": "float32", "attention": "xla"})
+  return np.asarray(jax.jit(M.Transformer(cfg).apply)({"params": params},
+                                                      jnp.asarray(tokens, jnp.int32)))
+
+
+TOKENS = np.random.default_rng(0).integers(0, 64, (2, 24))
+
+
+def assert_close_relative(a, b, rel=1e-4):
+  assert np.abs(a - b).max() <= rel * np.abs(b).max(), np.abs(a - b).max()
+
+
+@pytest.mark.parametrize("tie,rope_scaling", [
+    (True, None), (False, None),
+    (False, {"rope_type": "linear", "factor": 4.0}),
+    (True, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}),
+])
+def test_import_matches_hf_logits(tmp_path, tie, rope_scaling):
+  hf = make_hf_model(tmp_path / "hf", tie, rope_scaling)
+  state_dict, hf_config = convert.read_hf_checkpoint(str(tmp_path / "hf"))
+  params, model_config = convert.hf_state_dict_to_params(state_dict, hf_config)
+  assert model_config["tie_embeddings"] == tie and model_config["n_kv_heads"] == 2
+  assert_close_relative(jax_logits(params, model_config, TOKENS), hf_logits(hf, TOKENS))
+
+  # Export then import is the identity.
+  back_sd, back_cfg = convert.params_to_hf_state_dict(params, model_config)
+  again, again_cfg = convert.hf_state_dict_to_params(back_sd, back_cfg)
+  assert again_cfg == model_config
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
+def run_cli(*args):
+  """Runs jaxlm.convert's main with these command-line flags, restoring flags after."""
+  from absl.testing import flagsaver
+  with flagsaver.flagsaver():
+    convert.FLAGS(["jaxlm.convert", *args])
+    convert.main([])
+
+
+def test_cli_round_trip_through_jaxlm_checkpoint(tmp_path):
+  pytest.importorskip("jaxlm.checkpoint")
+  hf = make_hf_model(tmp_path / "hf", tie=False)
+  run_cli(f"--from_hf={tmp_path / 'hf'}", f"--out={tmp_path / 'ckpt'}")
+  run_cli(f"--to_hf={tmp_path / 'ckpt'}", f"--out={tmp_path / 'hf2'}")
+  assert sorted(os.listdir(tmp_path / "hf2")) == ["config.json", "model.safetensors"]
+  exported = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf2")).eval()
+  np.testing.assert_array_equal(hf_logits(exported, TOKENS), hf_logits(hf, TOKENS))
+
+  from jaxlm import checkpoint
+  params, model_config = checkpoint.load_params(str(tmp_path / "ckpt"))
+  assert model_config["compute_dtype"] == "bfloat16"  # imported models train in bf16
+  assert_close_relative(jax_logits(params, model_config, TOKENS), hf_logits(hf, TOKENS))
+
+
+def test_ntk_exports_as_a_larger_base(tmp_path):
+  cfg = M.model_config(dict(vocab_size=64, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2,
+                            mlp_dim=48, rope_scaling="ntk", rope_scaling_factor=4.0,
+                            rope_theta=500.0, compute_dtype="float32", init_std=0.2))
+  params = jax.jit(M.Transformer(cfg).init)(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+  state_dict, hf_config = convert.params_to_hf_state_dict(params["params"], cfg)
+  convert.write_hf_checkpoint(str(tmp_path / "hf"), state_dict, hf_config)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  assert_close_relative(jax_logits(params["params"], dict(cfg), TOKENS), hf_logits(hf, TOKENS))
+
+
+def test_pytorch_bin_checkpoint(tmp_path):
+  hf = make_hf_model(tmp_path / "hf", tie=False, kv_heads=1)
+  os.makedirs(tmp_path / "bin")
+  torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+  with open(tmp_path / "hf" / "config.json") as f, open(tmp_path / "bin" / "config.json", "w") as g:
+    g.write(f.read())
+  params, model_config = convert.hf_state_dict_to_params(
+      *convert.read_hf_checkpoint(str(tmp_path / "bin")))
+  assert_close_relative(jax_logits(params, model_config, TOKENS), hf_logits(hf, TOKENS))
+
+
+def test_refusals_name_the_problem(tmp_path):
+  make_hf_model(tmp_path / "hf", tie=False)
+  state_dict, hf_config = convert.read_hf_checkpoint(str(tmp_path / "hf"))
+
+  bad = dict(state_dict)
+  bad["model.layers.1.mlp.up_proj.weight"] = np.zeros((47, 32), np.float32)
+  with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
+    convert.hf_state_dict_to_params(bad, hf_config)
+
+  missing = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
+  with pytest.raises(ValueError, match=r"lm_head\.weight"):
+    convert.hf_state_dict_to_params(missing, hf_config)
+
+  with pytest.raises(ValueError, match="MistralForCausalLM"):
+    convert.hf_state_dict_to_params(
+        state_dict, {**hf_config, "model_type": "mistral",
+                     "architectures": ["MistralForCausalLM"]})
+  with pytest.raises(ValueError, match="llama3"):
+    convert.hf_state_dict_to_params(
+        state_dict, {**hf_config, "rope_parameters": {"rope_type": "llama3", "factor": 8.0,
+                                                       "rope_theta": 500.0}})
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    convert.read_hf_checkpoint(str(tmp_path))
+  os.remove(tmp_path / "hf" / "model.safetensors")
+  with pytest.raises(FileNotFoundError, match="no weights"):
+    convert.read_hf_checkpoint(str(tmp_path / "hf"))
+
+
+def test_cli_exits_nonzero_with_message(tmp_path):
+  with pytest.raises(SystemExit, match="config.json"):
+    run_cli(f"--from_hf={tmp_path / 'nope'}", f"--out={tmp_path / 'out'}")
+  with pytest.raises(SystemExit, match="exactly one"):
+    run_cli(f"--from_hf={tmp_path}", f"--to_hf={tmp_path}", f"--out={tmp_path / 'out'}")
