@@ -29,6 +29,9 @@ def get_config(arg=None):
   c.model.max_seq_len = 2048
   c.micro_batch_size = 8
   c.grad_accum_steps = 32
+  # Full remat keeps 8 x 2048 activations small enough for a 16 GB GPU; on a big GPU
+  # --config.model.remat=none (or save_matmuls) is faster.
+  c.model.remat = "full"
   c.total_opt_steps = 14000
   c.val_every_opt = 500
   c.checkpoint_every_opt = 500

@@ -51,19 +51,21 @@ class ChatSession:
     return head + self.history
 
   def prompt_ids(self) -> list[int]:
-    """The prompt for the next assistant turn, dropping the oldest turns until it fits."""
+    """The prompt for the next assistant turn; drops the oldest turns until it fits."""
+    history = list(self.history)
     while True:
-      ids = chat_format.encode_prompt(self.tokenizer, self.messages(), self.tools or None)
+      head = [{"role": "system", "content": self.system}] if self.system else []
+      ids = chat_format.encode_prompt(self.tokenizer, head + history, self.tools or None)
       if len(ids) + self.max_new_tokens <= self.max_len:
+        self.history = history
         return ids
-      if len(self.history) <= 1:
+      # Drop the oldest turn: everything up to the next user message.
+      later_users = [i for i, m in enumerate(history) if m["role"] == "user" and i > 0]
+      if not later_users:
         raise ValueError(f"the message is too long: {len(ids)} prompt tokens + "
                          f"{self.max_new_tokens} new tokens exceed the model's context of "
                          f"{self.max_len}")
-      self.history.pop(0)
-      # A turn never starts with a tool result or an assistant reply.
-      while self.history and self.history[0]["role"] != "user":
-        self.history.pop(0)
+      history = history[later_users[0]:]
 
   def respond(self) -> dict[str, Any]:
     """Generates the assistant turn, records it, returns {"content", "calls": [...]}."""

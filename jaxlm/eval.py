@@ -186,12 +186,29 @@ def longctx_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 
                     "distance_tokens": record.get("distance_tokens"),
                     "length_tokens": record.get("length_tokens", len(prompt)),
                     "score": eval_tasks.score_answer_found(text, str(record["answer"]))})
-  by_task = collections.defaultdict(list)
+  by_task, by_distance = collections.defaultdict(list), collections.defaultdict(list)
   for r in results:
     by_task[r["task"]].append(r["score"])
+    if r["distance_tokens"] is not None:
+      by_distance[_distance_bucket(int(r["distance_tokens"]))].append(r["score"])
   return {"accuracy": _mean(r["score"] for r in results),
           "by_task": {t: _mean(v) for t, v in sorted(by_task.items())},
+          "by_distance": {b: _mean(by_distance[b]) for b in _DISTANCE_BUCKETS
+                          if b in by_distance},
           "count": len(results), "records": results}
+
+
+_DISTANCE_EDGES = (0, 512, 1024, 2048, 4096, 8192)
+_DISTANCE_BUCKETS = [f"{a}-{b}" for a, b in zip(_DISTANCE_EDGES, _DISTANCE_EDGES[1:])] + [
+    f">={_DISTANCE_EDGES[-1]}"]
+
+
+def _distance_bucket(distance: int) -> str:
+  """Which dependency-distance range (tokens) a record falls in."""
+  for a, b in zip(_DISTANCE_EDGES, _DISTANCE_EDGES[1:]):
+    if distance < b:
+      return f"{a}-{b}"
+  return f">={_DISTANCE_EDGES[-1]}"
 
 
 def tools_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 0,
@@ -209,6 +226,7 @@ def tools_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 0,
     text = tokenizer.decode(new)
     flags_ = eval_tasks.score_tool_output(chat_format.parse_assistant_output(text), record)
     results.append({"expected": record["expected"], "expected_name": record.get("expected_name"),
+                    "has_expected_arguments": record.get("expected_arguments") is not None,
                     "output": text, **flags_})
   want_call = [r for r in results if r["expected"] == "call"]
   want_none = [r for r in results if r["expected"] == "no_call"]
@@ -217,6 +235,8 @@ def tools_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 0,
       "call_rate": _mean(float(r["called"]) for r in want_call),
       "valid_call_rate": _mean(float(r["valid"]) for r in want_call),
       "right_function_rate": _mean(float(r["right_name"]) for r in want_call),
+      "right_arguments_rate": _mean(float(r["right_arguments"]) for r in want_call
+                                    if r["has_expected_arguments"]),
       "no_call_accuracy": _mean(float(not r["called"]) for r in want_none),
       "invalid_when_called": _mean(float(not r["valid"]) for r in results if r["called"]),
       "count_call": len(want_call), "count_no_call": len(want_none),
@@ -314,11 +334,12 @@ def format_results(results: dict[str, Any]) -> str:
     parts.append(f"long-context held-out ({r['count']} records): "
                  f"{_pct(r['accuracy']).strip()}%")
     parts.extend(f"  {t:<28}{_pct(v)}%" for t, v in r["by_task"].items())
+    parts.extend(f"  distance {d:<19}{_pct(v)}%" for d, v in r["by_distance"].items())
   if "tools" in results:
     r = results["tools"]
     parts.append(f"tool calls ({r['count_call']} call, {r['count_no_call']} no-call prompts)")
     for k in ("decision_accuracy", "call_rate", "valid_call_rate", "right_function_rate",
-              "no_call_accuracy", "invalid_when_called"):
+              "right_arguments_rate", "no_call_accuracy", "invalid_when_called"):
       parts.append(f"  {k:<28}{_pct(r[k])}%")
   if "val" in results:
     r = results["val"]

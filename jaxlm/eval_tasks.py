@@ -248,7 +248,8 @@ def score_tool_output(parsed: dict[str, Any], record: dict[str, Any]) -> dict[st
 
   Returns flags: `called` (a call was made), `valid` (the first call parses, names an
   offered function and its arguments validate), `right_name` (valid and the expected
-  function), `decision_correct` (called exactly when a call was expected).
+  function), `right_arguments` (right_name and exactly the record's expected_arguments,
+  when it gives them), `decision_correct` (called exactly when a call was expected).
   """
   from data_pipeline import chat_format  # pylint: disable=import-outside-toplevel
   expected = record.get("expected")
@@ -257,9 +258,10 @@ def score_tool_output(parsed: dict[str, Any], record: dict[str, Any]) -> dict[st
   calls = parsed["tool_calls"]
   called = bool(calls)
   valid = called and not chat_format.validate_tool_call(calls[0], record.get("tools") or [])
-  right_name = False
+  right_name = right_arguments = False
   if valid:
-    name, _ = chat_format.parse_tool_call(calls[0])
+    name, arguments = chat_format.parse_tool_call(calls[0])
     right_name = name == record.get("expected_name")
+    right_arguments = right_name and arguments == record.get("expected_arguments")
   return {"called": called, "valid": bool(valid), "right_name": right_name,
-          "decision_correct": called == (expected == "call")}
+          "right_arguments": right_arguments, "decision_correct": called == (expected == "call")}

@@ -16,16 +16,15 @@ that does not divide a dimension is dropped for that dimension (it stays replica
 vectors (norm scales: one dimension besides 'layers') are always replicated, because an
 all-gather per use costs more than the bytes it would save.
 
-Typical use (see experiments/SCALING.md):
+Typical use with the trainer's state dict (see experiments/SCALING.md):
 
     mesh = make_mesh(config.mesh)
-    abstract_params = jax.eval_shape(init_fn, rng)
-    p_shardings = param_shardings(abstract_params, mesh)
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    o_shardings = state_shardings(abstract_opt, p_shardings, mesh)
-    step = jax.jit(train_step, in_shardings=(p_shardings, o_shardings, batch_sharding(mesh)),
-                   out_shardings=(p_shardings, o_shardings, replicated(mesh)))
-    batch = shard_batch(numpy_batch, mesh)   # per-process rows -> one global jax.Array
+    abstract = jax.eval_shape(fresh_state, rng)          # {'params', 'opt_state', ...}
+    shardings = state_shardings(abstract, param_shardings(abstract['params'], mesh), mesh)
+    state = jax.jit(fresh_state, out_shardings=shardings)(rng)   # born sharded
+    step = jax.jit(train_step, in_shardings=(shardings, batch_sharding(mesh, accum=True)),
+                   out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
+    state, metrics = step(state, shard_batch(numpy_batch, mesh, accum_steps))
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from jaxlm import model as model_lib
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -152,8 +153,6 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], me
 def param_specs(abstract_params: Any, mesh: Mesh,
                 rules: Mapping[str, Any] | None = None) -> Any:
   """A pytree like `abstract_params` of PartitionSpecs (see `param_shardings`)."""
-  from jaxlm import model as model_lib  # local: keeps this module importable on its own
-
   logical = model_lib.param_logical_axes(abstract_params)
 
   def spec(axes, leaf):
@@ -289,7 +288,7 @@ def restore_params_sharded(path: str, abstract_params: Any, shardings: Any) -> A
   The checkpoint may have been written on any mesh (or one device): Orbax reads each
   device's slice of every array straight into place. Returns the params only.
   """
-  from jaxlm import checkpoint  # local: only needed when restoring
+  from jaxlm import checkpoint  # local: Orbax is slow to import and only needed here
 
   params, _ = checkpoint.load_params(path, with_shardings(abstract_params, shardings))
   return params

@@ -130,6 +130,7 @@ def test_longctx_suite_scores_answer_found(tok, tmp_path):
 
   result = eval_lib.longctx_suite(generate_fn, tok, path)
   assert result["by_task"] == {"copy": 2 / 3, "sum": 0.0}
+  assert result["by_distance"] == {"0-512": 2 / 3}  # the record without a distance is left out
   assert result["accuracy"] == 0.5 and result["count"] == 4
 
 
@@ -163,7 +164,8 @@ class ChatTokenizer(helpers.CharTokenizer):
 def test_tools_suite_judges_validity_and_decisions(tmp_path):
   tok = ChatTokenizer()
   call = {"messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER_TOOL],
-          "expected": "call", "expected_name": "get_weather"}
+          "expected": "call", "expected_name": "get_weather",
+          "expected_arguments": {"city": "Oslo"}}
   no_call = {"messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER_TOOL],
              "expected": "no_call", "expected_name": None}
   path = _write_jsonl(tmp_path / "tools.jsonl", [call, call, call, call, no_call, no_call])
@@ -187,6 +189,7 @@ def test_tools_suite_judges_validity_and_decisions(tmp_path):
   assert result["call_rate"] == 0.75
   assert result["valid_call_rate"] == 0.25
   assert result["right_function_rate"] == 0.25
+  assert result["right_arguments_rate"] == 0.25
   assert result["no_call_accuracy"] == 0.5
   assert result["decision_accuracy"] == 4 / 6
   assert result["invalid_when_called"] == 3 / 4

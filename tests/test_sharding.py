@@ -237,7 +237,7 @@ def _params_on(mesh):
 
 
 def test_orbax_restores_onto_another_mesh_8_to_1(tmp_path):
-  params8, shardings8 = _params_on(_mesh(1, 4, 2))
+  params8, _ = _params_on(_mesh(1, 4, 2))
   assert params8["embed"]["embedding"].sharding.spec == P("tensor", "fsdp")
   path = tmp_path / "ckpt8"
   with ocp.StandardCheckpointer() as ckptr:
@@ -271,7 +271,7 @@ def test_params_checkpoint_restores_onto_another_mesh_1_to_4(tmp_path):
 
 def test_training_checkpoint_resumes_on_another_mesh(tmp_path):
   """Full training state saved on fsdp=8, restored onto data=2 x tensor=2 (4 devices)."""
-  state, shardings8 = _random_state(_mesh(1, 8, 1))
+  state, _ = _random_state(_mesh(1, 8, 1))
   mu_embedding = [v for k, v in _flat(state["opt_state"]).items() if ".mu['embed']" in k]
   assert [v.sharding.spec for v in mu_embedding] == [P(None, "fsdp")]
   ckpts = checkpoint.TrainCheckpoints(str(tmp_path / "work"))

@@ -273,3 +273,15 @@ def test_nonfinite_step_never_writes_bad_params(shards, tmp_path, policy):
   moved = not allclose_trees(state["params"], after_bad, atol=0)
   # 'skip' carries on; 'stop' freezes the params until the host stops the run.
   assert moved == (policy == "skip")
+
+
+def test_peak_flops_table_and_flops_per_token():
+  from jaxlm import metrics as metrics_lib
+  from jaxlm import model as model_lib
+  assert metrics_lib.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
+  assert metrics_lib.peak_flops_per_device("NVIDIA H200") == 989e12
+  assert metrics_lib.peak_flops_per_device("NVIDIA A100-SXM4-40GB") == 312e12
+  assert metrics_lib.peak_flops_per_device("NVIDIA A10G") == 125e12
+  assert metrics_lib.peak_flops_per_device("cpu") is None  # -> MFU omitted on CPU
+  config = model_lib.model_config(train_helpers.TINY_MODEL)
+  assert metrics_lib.flops_per_token(config, 32) == model_lib.flops_per_token(config, 32)
