@@ -330,7 +330,9 @@ class TaskMaker:
 
   def distance(self, rng, reserve: int) -> int:
     lo = self.cfg["min_distance"]
-    hi = min(self.cfg["max_distance"] or self.length, self.length - reserve)
+    # In short curriculum documents the reserve can exceed the length: draw a short distance
+    # anyway; assemble() clips it to the room left or rejects the draw.
+    hi = max(16, min(self.cfg["max_distance"] or self.length, self.length - reserve))
     return rng.randint(min(lo, hi), hi)
 
   def kind(self, rng) -> str:

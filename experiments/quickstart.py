@@ -76,7 +76,6 @@ def py(module: str, *args) -> list[str]:
 def tokenizer_corpus(path: str) -> None:
   """Standard-library code and docstrings, chat fixtures and synthetic samples, one file."""
   from data_pipeline import chat_format, tool_synth  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   stdlib = sysconfig.get_paths()["stdlib"]
   files = sorted(glob.glob(os.path.join(stdlib, "*.py")))
   random.Random(0).shuffle(files)
@@ -88,7 +87,7 @@ def tokenizer_corpus(path: str) -> None:
     if name.endswith((".json", ".jsonl")):
       with open(os.path.join(FIXTURES, name), encoding="utf-8") as fh:
         parts.append(fh.read())
-  rng = np.random.default_rng(0)
+  rng = random.Random(0)
   for _ in range(300):
     messages, tools, _ = tool_synth.synthesize(rng)
     parts.append(chat_format.render_text(messages, tools))

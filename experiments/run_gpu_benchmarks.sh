@@ -20,8 +20,10 @@
 #   phase2_5_micro1_16gb.*       the default phase2_5 config (350M, micro batch 1, full
 #                                remat) with JAX limited to 15 GiB: does it fit a 16 GB GPU,
 #                                compile time, peak memory (rerun unlimited if it does not fit)
-#   attention/, decode/          experiments/bench_attention.py and bench_decode.py, when
-#                                those scripts exist
+#   attention.json, decode.json  experiments/bench_attention.py (attention backends at 8k)
+#                                and bench_decode.py (KV-cache decoding vs transformers)
+#   phase2_5_save_matmuls_16gb.json, jaxlm_370m_unrolled/   variants: remat=save_matmuls
+#                                in 15 GiB; 370M with unrolled layers (no nn.scan)
 #   summary.json, summary.txt    every figure above in one table
 #   status.txt                   one line per stage: ok / failed (exit code) / seconds
 set -euo pipefail
@@ -32,7 +34,7 @@ PY="${PYTHON:-python3}"
 SMALL="${SMALL:-0}"
 # Optional stages (variants worth knowing, not essential) start only while the run has
 # used less than this many seconds, so the whole script stays within ~8 minutes.
-BUDGET_S="${BUDGET_S:-420}"
+BUDGET_S="${BUDGET_S:-400}"
 mkdir -p "$OUT"
 : > "$OUT/status.txt"
 failures=0
@@ -139,28 +141,28 @@ else
   fi
 fi
 
-# Other helpers' benchmarks, when present. Their flags are read from their --help: an
-# output directory (--out-dir / --out_dir) and, for SMALL=1, --small.
-other_bench() {
-  local name=$1 module=$2 help args=()
-  help=$("$PY" -m "$module" --help 2>&1 || true)
-  if grep -q -- "--out-dir" <<< "$help"; then args+=(--out-dir="$OUT/$name")
-  elif grep -q -- "--out_dir" <<< "$help"; then args+=(--out_dir="$OUT/$name")
-  fi
-  if [ "$SMALL" = "1" ] && grep -q -- "--small" <<< "$help"; then args+=(--small); fi
-  optional_stage "$name" 120 "$PY" -m "$module" "${args[@]}"
-}
-[ -f experiments/bench_attention.py ] && other_bench attention experiments.bench_attention
-[ -f experiments/bench_decode.py ] && other_bench decode experiments.bench_decode
-
-# Variants of jaxlm's step: what the phase2_5 run would gain from saving matmul outputs
-# instead of full remat (still within 15 GiB?), and unrolled layers instead of nn.scan.
+# Other helpers' benchmarks (when present) and variants of jaxlm's step, in order of use.
+small_flag=()
+if [ "$SMALL" = "1" ]; then small_flag=(--small); fi
+if [ -f experiments/bench_attention.py ]; then
+  optional_stage attention 120 "$PY" -m experiments.bench_attention "${small_flag[@]}" \
+    --json_out="$OUT/attention.json"
+fi
 if [ "$SMALL" != "1" ]; then
-  XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction optional_stage phase2_5_save_matmuls_16gb 150 \
+  # What phase2_5 would gain from saving the matmul outputs instead of full remat: does
+  # it still run in 15 GiB? (XLA's CPU estimate says ~14.7 GiB: borderline.)
+  XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction optional_stage phase2_5_save_matmuls_16gb 120 \
     "$PY" -m jaxlm.bench --config=configs/phase2_5.py --config.grad_accum_steps=4 \
     --config.model.remat=save_matmuls --steps=3 --warmup=1 \
     --out="$OUT/phase2_5_save_matmuls_16gb.json"
-  optional_stage jaxlm_370m_unrolled 150 "$PY" -m experiments.bench_vs_torch --sizes=370m \
+fi
+if [ -f experiments/bench_decode.py ]; then
+  optional_stage decode 120 "$PY" -m experiments.bench_decode "${small_flag[@]}" \
+    --out="$OUT/decode.json"
+fi
+if [ "$SMALL" != "1" ]; then
+  # Unrolled layers instead of nn.scan: XLA may fuse across layers (faster step, slower compile).
+  optional_stage jaxlm_370m_unrolled 120 "$PY" -m experiments.bench_vs_torch --sizes=370m \
     --frameworks=jaxlm --steps=10 --warmup=3 --jax-flag=--config.model.scan_layers=False \
     --out-dir="$OUT/jaxlm_370m_unrolled"
 fi
@@ -176,7 +178,8 @@ for path in sorted(glob.glob(os.path.join(out, "**", "*.json"), recursive=True))
   with open(path) as f:
     data = json.load(f)
   for r in data if isinstance(data, list) else [data]:
-    if isinstance(r, dict) and "tokens_per_s" in r:
+    # jaxlm.bench / bench_vs_torch rows (other scripts' JSON is left as it is).
+    if isinstance(r, dict) and {"tokens_per_s", "step_time_s", "flops_per_token"} <= set(r):
       rows.append(dict(r, file=os.path.relpath(path, out)))
 def pct(x):
   return "n/a" if x is None else f"{100 * x:.1f}%"

@@ -339,10 +339,15 @@ def _main(argv):
     except ValueError:
       raise ValueError(f"--prompt_ids {FLAGS.prompt_ids!r} is not a comma-separated list of "
                        "integers") from None
-    tokenizer = None
-    if FLAGS.tokenizer:
-      from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+    # No tokenizer is needed here; one found with the checkpoint adds its stop ids and a
+    # decoded line.
+    from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+    try:
       tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
+    except FileNotFoundError:
+      if FLAGS.tokenizer:
+        raise
+      tokenizer = None
     stops = chat_stop_ids(tokenizer) if tokenizer else ()
     new = generate(params, config, [ids], stop_ids=stops, **sampling)[0]
     if tokenizer:
