@@ -338,9 +338,27 @@ def run_main(main: Callable[[], Any]):
     sys.exit(f"error: {e}")
 
 
-def finish(report: Report, out_dir: str, quiet: bool = False):
-  """Prints the closing report to stderr and stores it as out_dir/report.json."""
-  report.write(os.path.join(out_dir, "report.json"))
+def staged_path(writer: shards.ShardDirWriter, path: str) -> str:
+  """Where to write `path` so that it is committed together with the shards.
+
+  A path inside the writer's out_dir maps to the same place in its staging dir, so a run
+  killed at any moment leaves either no out_dir or one with every extra file (and a rerun
+  then starts clean). A path elsewhere is returned unchanged.
+  """
+  path = os.path.abspath(path)
+  rel = os.path.relpath(path, writer.out_dir)
+  if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+    return path
+  return os.path.join(writer.staging_dir, rel)
+
+
+def commit_report(report: Report, writer: shards.ShardDirWriter) -> None:
+  """Stores the report as out_dir/report.json; call it last inside the writer's `with`."""
+  report.write(os.path.join(writer.staging_dir, "report.json"))
+
+
+def finish(report: Report) -> None:
+  """Prints the closing report to stderr (report.json is already committed)."""
   print(report.format(), file=sys.stderr)
 
 

@@ -262,12 +262,13 @@ def build(args) -> bu.Report:
         report.documents[split] += 1
         bar.update(doc.num_tokens)
     report.extra["tokens_per_source"] = writer.tokens_per_source("train")
+    bu.commit_report(report, writer)
   return report
 
 
 def main(argv=None):
   args = parse_args(argv)
-  bu.finish(build(args), args.out_dir, args.quiet)
+  bu.finish(build(args))
 
 
 if __name__ == "__main__":

@@ -567,24 +567,26 @@ def build(args) -> bu.Report:
         bu.write_documents(writer, split, pool.imap(_train_item, items), report, bar,
                            targets[split], on_document=record)
     eval_rows = pool.map(_eval_item, list(range(args.eval_examples)))
-  for split, rows in docs_info.items():
-    bu.write_jsonl(os.path.join(args.out_dir, f"{split}_documents.jsonl"), rows)
-  eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
-  bu.write_jsonl(eval_out, eval_rows)
-  report.extra["documents_per_task"] = dict(sorted(per_task.items()))
-  report.extra["distance_histogram"] = bu.histogram(distances, DISTANCE_EDGES)
-  if distances:
-    report.extra["fraction_distance_over_2048"] = round(
-        float(np.mean(np.asarray(distances) > 2048)), 4)
-  report.extra["document_tokens"] = length
-  report.extra["eval"] = f"{len(eval_rows)} examples -> {eval_out}"
+    # Extras go into the staging dir: they are committed together with the shards.
+    for split, rows in docs_info.items():
+      bu.write_jsonl(bu.staged_path(writer, os.path.join(args.out_dir,
+                                                         f"{split}_documents.jsonl")), rows)
+    eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
+    bu.write_jsonl(bu.staged_path(writer, eval_out), eval_rows)
+    report.extra["documents_per_task"] = dict(sorted(per_task.items()))
+    report.extra["distance_histogram"] = bu.histogram(distances, DISTANCE_EDGES)
+    if distances:
+      report.extra["fraction_distance_over_2048"] = round(
+          float(np.mean(np.asarray(distances) > 2048)), 4)
+    report.extra["document_tokens"] = length
+    report.extra["eval"] = f"{len(eval_rows)} examples -> {eval_out}"
+    bu.commit_report(report, writer)
   return report
 
 
 def main(argv=None):
   args = parse_args(argv)
-  report = build(args)
-  bu.finish(report, args.out_dir, args.quiet)
+  bu.finish(build(args))
 
 
 if __name__ == "__main__":

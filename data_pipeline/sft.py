@@ -298,13 +298,14 @@ def build(args) -> bu.Report:
       report.extra[f"{split}_pad_tokens"] = packer.pad_tokens
       if mix.exhausted:
         report.extra[f"{split}_sources_exhausted"] = mix.exhausted
-  report.extra["truncated_at_turn_boundary"] = truncated
+    report.extra["truncated_at_turn_boundary"] = truncated
+    bu.commit_report(report, writer)
   return report
 
 
 def main(argv=None):
   args = parse_args(argv)
-  bu.finish(build(args), args.out_dir, args.quiet)
+  bu.finish(build(args))
 
 
 if __name__ == "__main__":

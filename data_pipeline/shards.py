@@ -285,6 +285,15 @@ class ShardDirWriter:
   def __enter__(self):
     return self
 
+  @property
+  def staging_dir(self) -> str:
+    """The hidden directory that becomes out_dir on commit.
+
+    Extra outputs (reports, eval sets) written here appear together with the shards, so a
+    run killed at any moment leaves either no out_dir or a complete one.
+    """
+    return self._temp.path
+
   def source_index(self, source: str) -> int:
     if source not in self.sources:
       if len(self.sources) >= 255:

@@ -887,16 +887,18 @@ def build(args) -> bu.Report:
       tokens_per_source[split] = writer.tokens_per_source(split)
       report.extra[f"{split}_pad_tokens"] = packer.pad_tokens
     eval_rows = pool.map(_eval_item, list(range(args.eval_examples)))
-  eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
-  bu.write_jsonl(eval_out, eval_rows)
-  report.extra["tokens_per_source"] = tokens_per_source
-  report.extra["eval"] = f"{len(eval_rows)} prompts -> {eval_out}"
+    # Extras go into the staging dir: they are committed together with the shards.
+    eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
+    bu.write_jsonl(bu.staged_path(writer, eval_out), eval_rows)
+    report.extra["tokens_per_source"] = tokens_per_source
+    report.extra["eval"] = f"{len(eval_rows)} prompts -> {eval_out}"
+    bu.commit_report(report, writer)
   return report
 
 
 def main(argv=None):
   args = parse_args(argv)
-  bu.finish(build(args), args.out_dir, args.quiet)
+  bu.finish(build(args))
 
 
 if __name__ == "__main__":

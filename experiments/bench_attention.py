@@ -23,7 +23,6 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxlm import attention
 

@@ -281,6 +281,21 @@ def main(argv=None) -> int:
   # The parent only counts FLOPs with JAX; never let it claim GPU memory.
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+  def report(rows):
+    text = table(rows)
+    notes = [f"B={args.batch} T={seq_len} vocab={VOCAB}; ratio = tokens/s over HF Llama's."]
+    if args.small:
+      notes.append("--small: float32 on both sides, tiny model: checks the script, "
+                   "says nothing about GPU speed.")
+    for r in rows:
+      if r.get("compile_error"):
+        notes.append(f"torch.compile failed ({r['compile_error']}); eager model timed.")
+    text = text + "\n" + "\n".join(notes)
+    if args.out_dir:  # after every row, so a run cut short keeps what it measured
+      write_atomic(os.path.join(args.out_dir, "results.json"), json.dumps(rows, indent=1))
+      write_atomic(os.path.join(args.out_dir, "table.txt"), text + "\n")
+    return text
+
   rows = []
   for size in sizes:
     flops, flops_causal = flop_counts(size, seq_len)
@@ -289,26 +304,15 @@ def main(argv=None) -> int:
                     not args.no_cudnn, args.jax_flag)
       r.update(framework="jaxlm", size=size)
       rows.append(add_flops(r, flops, flops_causal))
+      report(rows)
       print(f"jaxlm {size}: {r['tokens_per_s']:.0f} tokens/s", flush=True)
     if "torch" in frameworks:
       r = run_torch(size, args.batch, seq_len, args.steps, args.warmup, args.small,
                     compile_model=not args.no_compile)
       rows.append(add_flops(r, flops, flops_causal))
+      report(rows)
       print(f"torch {size}: {r['tokens_per_s']:.0f} tokens/s", flush=True)
-
-  text = table(rows)
-  notes = [f"B={args.batch} T={seq_len} vocab={VOCAB}; ratio = tokens/s over HF Llama's."]
-  if args.small:
-    notes.append("--small: float32 on both sides, tiny model: checks the script, "
-                 "says nothing about GPU speed.")
-  for r in rows:
-    if r.get("compile_error"):
-      notes.append(f"torch.compile failed ({r['compile_error']}); eager model timed.")
-  text = text + "\n" + "\n".join(notes)
-  print(text)
-  if args.out_dir:
-    write_atomic(os.path.join(args.out_dir, "results.json"), json.dumps(rows, indent=1))
-    write_atomic(os.path.join(args.out_dir, "table.txt"), text + "\n")
+  print(report(rows))
   return 0
 
 

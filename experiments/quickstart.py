@@ -98,6 +98,25 @@ def tokenizer_corpus(path: str) -> None:
     fh.write("\n".join(parts))
 
 
+def stdlib_chats(path: str, limit: int = 3000) -> None:
+  """Generic chats the machine can make: questions about standard-library functions, answered
+  from their own signatures and docstrings (JSON lines with a `messages` list, as UltraChat)."""
+  from data_pipeline import text_sources  # pylint: disable=import-outside-toplevel
+  corpus = text_sources.load_corpus(max_chars=8_000_000)
+  rng = random.Random(0)
+  with open(path, "w", encoding="utf-8") as f:
+    for fn in corpus.functions[:limit]:
+      module = fn.path[:-3].replace("/", ".")
+      turns = [{"role": "user", "content": f"What is the signature of {fn.name} in {module}?"},
+               {"role": "assistant", "content": f"def {fn.name}({fn.params})"}]
+      if fn.doc_first_line:
+        turns += [{"role": "user", "content": f"And what does {fn.name} do?"},
+                  {"role": "assistant", "content": fn.doc_first_line}]
+      if rng.random() < 0.3:
+        turns.insert(0, {"role": "system", "content": "You are a concise Python assistant."})
+      f.write(json.dumps({"messages": turns}) + "\n")
+
+
 def train_phase(phase: str, args, data: str, extra: dict, log) -> None:
   overrides = {
       "workdir": os.path.join(args.workdir, "workdirs", phase),
@@ -158,11 +177,15 @@ def main(argv=None):
          "--hermes", os.path.join(FIXTURES, "hermes_function_calling_v1_sample.json"),
          "--target_train_tokens", 200_000, "--target_val_tokens", 20_000,
          "--eval_examples", 16, *tok), log)
+  chats = os.path.join(data, "stdlib_chats.jsonl")
+  stdlib_chats(chats)
   run(py("data_pipeline.sft", "--out_dir", src["sft"], "--seq_len", LONG_LEN,
-         "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.5",
-         "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet") + ":0.4",
+         "--source", f"stdlib_chat={chats}:0.6",
+         "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.15",
+         "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet") + ":0.15",
          "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json") + ":0.1",
-         "--target_train_tokens", 20_000, "--target_val_tokens", 2_000, *tok), log)
+         "--target_train_tokens", 150_000, "--target_val_tokens", 16_000, "--val_fraction", 0.1,
+         *tok), log)
 
   # 3. Mixes (the plan's weights).
   def interleave(name, block, train_tokens, val_tokens, sources):

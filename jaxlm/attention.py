@@ -46,9 +46,13 @@ def _check_shapes(q, k, v):
 
 
 def _on_nvidia_gpu() -> bool:
-  return jax.default_backend() == "gpu" and any(
-      "nvidia" in d.device_kind.lower() or "h100" in d.device_kind.lower()
-      or "a100" in d.device_kind.lower() for d in jax.devices())
+  if jax.default_backend() != "gpu":
+    return False
+  device = jax.devices()[0]
+  try:  # "cuda ..." vs "rocm ..." on AMD, where cuDNN does not exist
+    return "cuda" in device.client.platform_version.lower()
+  except AttributeError:
+    return "nvidia" in device.device_kind.lower()
 
 
 def cudnn_supports(q, segment_ids=None) -> bool:

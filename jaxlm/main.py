@@ -25,6 +25,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jaxlm import preflight
 from jaxlm import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -96,6 +97,8 @@ def main(argv):
   logging.info("Config:\n%s", config)
   try:
     result = train.train_and_evaluate(config)
+  except preflight.PreflightError as e:  # bad input: the message names it, no traceback
+    sys.exit(f"error: {e}")
   except train.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(str(e))

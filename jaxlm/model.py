@@ -64,7 +64,6 @@ Config keys (config.model; missing keys take the values in DEFAULTS).
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 from typing import Any

@@ -37,6 +37,7 @@ from jaxlm import input_pipeline
 from jaxlm import metrics as metrics_lib
 from jaxlm import model as model_lib
 from jaxlm import optimizer as optimizer_lib
+from jaxlm import preflight
 
 # Batch fields the model step reads (source_ids only matter for validation).
 TRAIN_FIELDS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
@@ -156,7 +157,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Refuses settings the loop cannot honour, naming the key."""
   def need(ok, key, value, why):
     if not ok:
-      raise ValueError(f"config.{key}={value!r}: {why}")
+      raise preflight.PreflightError(f"config.{key}={value!r}: {why}")
 
   need(config.workdir, "workdir", config.workdir, "must be set")
   need(config.train_dir or config.data.get("sources"), "train_dir", config.train_dir,
@@ -171,11 +172,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        config.nonfinite_policy, f"expected one of {NONFINITE_POLICIES}")
   need(config.seq_len <= config.model.max_seq_len, "seq_len", config.seq_len,
        f"longer than model.max_seq_len={config.model.max_seq_len}")
-  if config.tokenizer:
-    from data_pipeline import tokenizer as tokenizer_lib
-    vocab = tokenizer_lib.load_tokenizer(config.tokenizer).vocab_size
-    need(vocab <= config.model.vocab_size, "model.vocab_size", config.model.vocab_size,
-         f"smaller than the vocabulary of {config.tokenizer} ({vocab})")
 
 
 def _fresh_state(model, optimizer, rng):
@@ -321,6 +317,7 @@ def _run_eval_hook(params, model_config, config) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   """Trains as `config` says; returns the last metrics (see module docstring)."""
   validate_config(config)
+  preflight.check(config)  # data, tokenizer, checkpoints, device: before any work
   workdir = os.path.abspath(config.workdir)
   os.makedirs(workdir, exist_ok=True)
   program = build_program(config)

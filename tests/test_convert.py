@@ -1,5 +1,4 @@
 """Hugging Face Llama import/export: logit parity, round trips, refusals."""
-import json
 import os
 
 import jax

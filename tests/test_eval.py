@@ -4,16 +4,12 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 
 import pytest
 
 from jaxlm import eval as eval_lib
 from jaxlm import eval_tasks
 from tests import sampling_helpers as helpers
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

@@ -193,8 +193,13 @@ def test_greedy_decode_with_cache_matches_full_recompute(scan_layers):
   expected = greedy_full(cfg, params, prompt, steps=8)
   assert len(np.unique(expected)) > 2  # a degenerate repeat would prove little
 
-  step = jax.jit(lambda p, c, t: model.apply({"params": p, "cache": c}, t, decode=True,
-                                             mutable=["cache"]))
+  traces = []
+
+  def decode_step(p, c, t):
+    traces.append(t.shape)  # runs only while tracing: counts compilations
+    return model.apply({"params": p, "cache": c}, t, decode=True, mutable=["cache"])
+
+  step = jax.jit(decode_step)
   cache = M.init_cache(cfg, batch_size=2, max_len=20)
   logits, state = step(params, cache, prompt)
   out = [jnp.argmax(logits[:, -1], -1)]
@@ -203,7 +208,7 @@ def test_greedy_decode_with_cache_matches_full_recompute(scan_layers):
     out.append(jnp.argmax(logits[:, -1], -1))
   np.testing.assert_array_equal(np.stack(out, 1), expected)
   assert int(state["cache"]["index"]) == 6 + 7
-  assert step._cache_size() == 2  # one compile for prefill, one for all T=1 steps
+  assert traces == [(2, 6), (2, 1)]  # one compile for prefill, one for all T=1 steps
 
 
 def test_decode_left_padded_prompt_matches_unpadded():
