@@ -244,15 +244,17 @@ def main(argv=None):
   for phase in ("phase2", "phase2_5", "phase3"):
     workdir = os.path.join(args.workdir, "workdirs", phase)
     metrics = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    vals = [m for m in metrics if "val_loss" in m]
+    vals = [m for m in metrics if m.get("kind") == "val"]
     last_val = vals[-1] if vals else {}
     rows.append({
         "phase": phase,
         "steps": max((m.get("step", 0) for m in metrics), default=0),
-        "val_loss": last_val.get("val_loss"),
-        "val_loss_per_source": {k[len("val_loss/"):]: v for k, v in last_val.items()
-                                if k.startswith("val_loss/")},
+        "val_loss": last_val.get("loss"),
+        "val_loss_per_source": {k[len("loss/"):]: v for k, v in last_val.items()
+                                if k.startswith("loss/")},
         "passkey_by_length": evals[phase].get("passkey", {}).get("by_length"),
+        "longctx_accuracy": evals[phase].get("longctx", {}).get("accuracy"),
+        "tool_valid_call_rate": evals[phase].get("tools", {}).get("valid_call_rate"),
         "checkpoints": {
             "latest": sorted(glob.glob(os.path.join(workdir, "latest", "*"))),
             "best": sorted(glob.glob(os.path.join(workdir, "best", "best_step_*"))),
@@ -266,12 +268,15 @@ def main(argv=None):
     json.dump(summary, f, indent=2)
 
   print("\n" + "=" * 100)
-  print(f"{'phase':<9} {'steps':>5} {'val loss':>9}  {'val loss per source':<44} passkey by length")
+  pct = lambda v: "-" if v is None else f"{v:.0%}"
+  print(f"{'phase':<9} {'steps':>5} {'val loss':>9}  {'val loss per source':<52} "
+        f"{'passkey by length':<26} {'longctx':>7} {'tool calls valid':>16}")
   for r in rows:
     per_source = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["val_loss_per_source"].items()))
     passkey = " ".join(f"{k}:{v:.0%}" for k, v in (r["passkey_by_length"] or {}).items())
     val = f"{r['val_loss']:.3f}" if r["val_loss"] is not None else "-"
-    print(f"{r['phase']:<9} {r['steps']:>5} {val:>9}  {per_source:<44} {passkey}")
+    print(f"{r['phase']:<9} {r['steps']:>5} {val:>9}  {per_source:<52} {passkey:<26} "
+          f"{pct(r['longctx_accuracy']):>7} {pct(r['tool_valid_call_rate']):>16}")
   for r in rows:
     ck = r["checkpoints"]
     print(f"{r['phase']:<9} latest={ck['latest'][-1] if ck['latest'] else None}")
