@@ -48,14 +48,20 @@ from jaxlm import metrics as metrics_lib
 from jaxlm import model as model_lib
 from jaxlm import train as train_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Phase config, e.g. configs/phase2_5.py or configs/phase2_5.py:tiny.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed optimizer steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a report.")
-_OUT = flags.DEFINE_string("out", "", "Also write the JSON object to this file.")
-_PROFILE_DIR = flags.DEFINE_string(
-    "profile_dir", "", "Write a jax.profiler trace of 3 extra steps here.")
+_FLAGS = {}
+
+
+def define_flags():
+  # Defined only when run as a command: importing this module next to jaxlm.main (which
+  # defines --config too) must not clash.
+  _FLAGS["config"] = config_flags.DEFINE_config_file(
+      "config", None, "Phase config, e.g. configs/phase2_5.py or configs/phase2_5.py:tiny.")
+  _FLAGS["steps"] = flags.DEFINE_integer("steps", 10, "Timed optimizer steps.")
+  _FLAGS["warmup"] = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+  _FLAGS["json"] = flags.DEFINE_bool("json", False, "Print one JSON object instead of a report.")
+  _FLAGS["out"] = flags.DEFINE_string("out", "", "Also write the JSON object to this file.")
+  _FLAGS["profile_dir"] = flags.DEFINE_string(
+      "profile_dir", "", "Write a jax.profiler trace of 3 extra steps here.")
 
 
 def random_batch(config, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -255,21 +261,23 @@ def write_json_atomic(path: str, obj) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
+  if _FLAGS["config"].value is None:
     raise app.UsageError("--config is required, e.g. --config=configs/phase2_5.py")
   try:
-    result = benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value, _PROFILE_DIR.value)
+    result = benchmark(_FLAGS["config"].value, _FLAGS["steps"].value,
+                       _FLAGS["warmup"].value, _FLAGS["profile_dir"].value)
   except (ValueError, FloatingPointError) as err:
     sys.exit(f"jaxlm.bench: {err}")
   result["config"] = flags.FLAGS["config"].config_filename if hasattr(
       flags.FLAGS["config"], "config_filename") else None
-  if _OUT.value:
-    write_json_atomic(_OUT.value, result)
-  if _JSON.value:
+  if _FLAGS["out"].value:
+    write_json_atomic(_FLAGS["out"].value, result)
+  if _FLAGS["json"].value:
     print(json.dumps(result), flush=True)
   else:
     print(report(result), flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

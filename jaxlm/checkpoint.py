@@ -245,9 +245,12 @@ class TrainCheckpoints:
     workdir = os.path.abspath(workdir)
     self.latest_dir = os.path.join(workdir, "latest")
     self.best_dir = os.path.join(workdir, "best")
+    # cleanup_tmp_directories: a save cut short by a kill leaves an uncommitted temp dir
+    # (a full training state); it is never resumed from, and is deleted on the next start.
     self.latest = ocp.CheckpointManager(
         self.latest_dir,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True,
+                                             cleanup_tmp_directories=True))
     self.best = ocp.CheckpointManager(
         self.best_dir,
         options=ocp.CheckpointManagerOptions(
@@ -257,7 +260,8 @@ class TrainCheckpoints:
             keep_checkpoints_without_metrics=False,
             step_prefix="best_step",
             step_format_fixed_length=4,
-            create=True))
+            create=True,
+            cleanup_tmp_directories=True))
 
   @staticmethod
   def _save_args(state: Mapping[str, Any]) -> ocp.args.Composite:

@@ -371,9 +371,14 @@ def export_hf(ckpt_dir, out_dir):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("from_hf", None, "Hugging Face Llama directory to import.")
-flags.DEFINE_string("to_hf", None, "jaxlm params checkpoint to export.")
-flags.DEFINE_string("out", None, "Output directory.")
+
+
+def define_flags():
+  # Defined only when run as a command, so importing this module next to other CLIs
+  # (tests, notebooks) does not clash on flag names.
+  flags.DEFINE_string("from_hf", None, "Hugging Face Llama directory to import.")
+  flags.DEFINE_string("to_hf", None, "jaxlm params checkpoint to export.")
+  flags.DEFINE_string("out", None, "Output directory.")
 
 
 def main(argv):
@@ -393,4 +398,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

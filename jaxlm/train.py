@@ -434,13 +434,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
         last_metrics["val_loss"] = val["loss"]
         if checkpoints.save_best(step, checkpoint_state(), val["loss"]):
           logging.info("step %d: new best val loss %.4f", step, val["loss"])
+      # Read the flag once: a signal landing between two reads would stop without saving.
+      stopping = stop_signal.signum is not None
       if (is_val_step or step % config.checkpoint_every_opt == 0 or step == last_step
-          or stop_signal.signum is not None):
+          or stopping):
         check_finite(step)
         checkpoints.save_latest(step, checkpoint_state())
       writer.flush()
       timer_start += time.perf_counter() - step_end  # validation/saving is not step time
-      if stop_signal.signum is not None:
+      if stopping:
         interrupted = True
         break
 

@@ -13,6 +13,7 @@ import os
 import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -240,3 +241,15 @@ def test_split_dirs_with_different_tokenizers_are_refused(world):
   config.val_dir = other_val
   with pytest.raises(preflight.PreflightError, match="the splits use different tokenizers"):
     preflight.check(config)
+
+
+def test_mixture_source_that_is_missing_is_named(world):
+  config = train_helpers.tiny_config(phase2, world["fresh"], world["shards"])
+  missing = os.path.join(world["root"], "gone", "train")
+  config.data.sources = ml_collections.ConfigDict({
+      "web": (os.path.join(world["shards"], "train"), 0.7), "code": (missing, 0.3)})
+  with pytest.raises(preflight.PreflightError) as error:
+    preflight.check(config)
+  assert f"config.data.sources.code={missing}: data directory {missing} does not exist" in str(
+      error.value)
+  assert "data.sources.web" not in str(error.value)

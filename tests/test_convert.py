@@ -1,5 +1,7 @@
 """Hugging Face Llama import/export: logit parity, round trips, refusals."""
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -63,12 +65,14 @@ def test_import_matches_hf_logits(tmp_path, tie, rope_scaling):
   jax.tree.map(np.testing.assert_array_equal, again, params)
 
 
-def run_cli(*args):
-  """Runs jaxlm.convert's main with these command-line flags, restoring flags after."""
-  from absl.testing import flagsaver
-  with flagsaver.flagsaver():
-    convert.FLAGS(["jaxlm.convert", *args])
-    convert.main([])
+def run_cli(*args, expect_ok=True):
+  """Runs `python -m jaxlm.convert` as the user does; returns (exit code, output)."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-m", "jaxlm.convert", *args], cwd=repo,
+                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+  if expect_ok:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_cli_round_trip_through_jaxlm_checkpoint(tmp_path):
@@ -137,7 +141,10 @@ def test_refusals_name_the_problem(tmp_path):
 
 
 def test_cli_exits_nonzero_with_message(tmp_path):
-  with pytest.raises(SystemExit, match="config.json"):
-    run_cli(f"--from_hf={tmp_path / 'nope'}", f"--out={tmp_path / 'out'}")
-  with pytest.raises(SystemExit, match="exactly one"):
-    run_cli(f"--from_hf={tmp_path}", f"--to_hf={tmp_path}", f"--out={tmp_path / 'out'}")
+  code, out = run_cli(f"--from_hf={tmp_path / 'nope'}", f"--out={tmp_path / 'out'}",
+                      expect_ok=False)
+  assert code != 0 and "config.json" in out and str(tmp_path / "nope") in out
+  code, out = run_cli(f"--from_hf={tmp_path}", f"--to_hf={tmp_path}",
+                      f"--out={tmp_path / 'out'}", expect_ok=False)
+  assert code != 0 and "exactly one" in out
+  assert not os.path.exists(tmp_path / "out")
