@@ -423,11 +423,42 @@ def token_nll_from_logits(logits, targets):
   return log_z - target_logit
 
 
+@jax.custom_vjp
+def _chunk_nll(h, head, targets):
+  """NLL of one sequence chunk: h [B,C,D] (compute dtype), head [D,V] (param dtype)."""
+  logits = jnp.einsum("bcd,dv->bcv", h, head.astype(h.dtype),
+                      preferred_element_type=jnp.float32)
+  return token_nll_from_logits(logits, targets)
+
+
+def _chunk_nll_fwd(h, head, targets):
+  # Nothing of size V is kept: the backward pass recomputes this chunk's logits.
+  return _chunk_nll(h, head, targets), (h, head, targets)
+
+
+def _chunk_nll_bwd(residuals, g):
+  h, head, targets = residuals
+  head_c = head.astype(h.dtype)
+  logits = jnp.einsum("bcd,dv->bcv", h, head_c, preferred_element_type=jnp.float32)
+  # d nll / d logits = softmax - onehot, formed in float32, then handed to the two
+  # backward matmuls in the compute dtype (bf16 matmuls at full tensor-core rate).
+  d_logits = (jax.nn.softmax(logits, axis=-1)
+              - jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)) * g[..., None]
+  d_logits = d_logits.astype(h.dtype)
+  d_h = jnp.einsum("bcv,dv->bcd", d_logits, head_c, preferred_element_type=jnp.float32)
+  # The head's gradient is accumulated over chunks in the param dtype (float32).
+  d_head = jnp.einsum("bcd,bcv->dv", h, d_logits, preferred_element_type=jnp.float32)
+  return d_h.astype(h.dtype), d_head.astype(head.dtype), None
+
+
+_chunk_nll.defvjp(_chunk_nll_fwd, _chunk_nll_bwd)
+
+
 def token_nll(hidden, head, targets, chunk_size: int = 1024):
   """Per-token NLL [B,T] from final hidden [B,T,D] and head [D,V], chunked over T.
 
-  Each chunk's float32 logits [B,chunk,V] are recomputed in the backward pass
-  (jax.checkpoint), so the full [B,T,V] logits never exist at once.
+  Each chunk's float32 logits [B,chunk,V] exist only inside that chunk, forward and
+  backward (the backward recomputes them), so the full [B,T,V] logits never exist.
   """
   b, t, d = hidden.shape
   chunk = int(min(chunk_size, t))
@@ -435,16 +466,10 @@ def token_nll(hidden, head, targets, chunk_size: int = 1024):
   if padded != t:
     hidden = jnp.pad(hidden, [(0, 0), (0, padded - t), (0, 0)])
     targets = jnp.pad(targets, [(0, 0), (0, padded - t)])
-  head = head.astype(hidden.dtype)
   hidden_chunks = hidden.reshape(b, padded // chunk, chunk, d).swapaxes(0, 1)
-  target_chunks = targets.reshape(b, padded // chunk, chunk).swapaxes(0, 1)
-
-  @jax.checkpoint
-  def one_chunk(h, tgt):
-    logits = jnp.einsum("bcd,dv->bcv", h, head, preferred_element_type=jnp.float32)
-    return token_nll_from_logits(logits, tgt)
-
-  nll = jax.lax.map(lambda args: one_chunk(*args), (hidden_chunks, target_chunks))
+  target_chunks = targets.reshape(b, padded // chunk, chunk).swapaxes(0, 1).astype(jnp.int32)
+  nll = jax.lax.map(lambda args: _chunk_nll(args[0], head, args[1]),
+                    (hidden_chunks, target_chunks))
   return nll.swapaxes(0, 1).reshape(b, padded)[:, :t]
 
 

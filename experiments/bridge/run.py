@@ -95,7 +95,9 @@ GPU_PROFILE = dict(
 SMOKE_PROFILE = dict(
     model="tiny", vocab_size=1024, compute_dtype="float32",
     short_len=256, mid_len=256, long_len=512, tokens_per_step=1024,
-    phase2a_steps=3, phase2_steps=2, phase2_5_steps=2, phase3_steps=2,
+    # phase2a and phase2 alike (same length, steps and schedule): phase2 reuses phase2a's
+    # compiled step from the persistent compilation cache.
+    phase2a_steps=2, phase2_steps=2, phase2_5_steps=2, phase3_steps=2,
     lr_phase2a=1e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=1e-3,
     warmup_phase2a=1, warmup_phase2=1, warmup_phase2_5=1, warmup_phase3=1,
     val_tokens=1024, val_batches=1, log_every=1,
@@ -253,8 +255,11 @@ class Jobs:
     self.futures: dict[str, concurrent.futures.Future] = {}
 
   def submit(self, name: str, command: Sequence[str], needs: Sequence[str] = (),
-             env: dict[str, str] | None = None) -> None:
+             env: dict[str, str] | None = None, after: Sequence[str] = ()) -> None:
+    """Runs `command` once every stage in `needs` succeeded and every one in `after` ended."""
     def job():
+      for other in after:
+        self.futures[other].result()
       for need in needs:
         if self.futures[need].result().status != "ok":
           return self.runner.skip(name, command, f"needs {need}, which did not succeed")
@@ -313,6 +318,15 @@ def tokens_for(args, phase: str) -> int:
 
 def seq_len_of(args, phase: str) -> int:
   return {"phase2a": args.short_len, "phase2": args.mid_len}.get(phase, args.long_len)
+
+
+def flops_per_token(args, seq_len: int) -> float:
+  """Training FLOPs per token: 6 x params in matmuls, plus causal attention (halved)."""
+  m = MODELS[args.model]
+  attention = 2 * m["d_model"] * m["head_dim"] * (m["n_heads"] + m["n_kv_heads"])
+  per_layer = attention + 3 * m["d_model"] * m["mlp_dim"]
+  matmul_params = m["n_layers"] * per_layer + m["d_model"] * args.vocab_size
+  return 6 * matmul_params + 6 * m["n_layers"] * m["n_heads"] * m["head_dim"] * seq_len
 
 
 def submit_data(jobs: Jobs, args, paths: Paths) -> None:
@@ -782,6 +796,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--bridge_rope_theta", type=float, default=500_000.0)
   p.add_argument("--longctx_eval", action="store_true",
                  help="also run jaxlm.eval's held-out long-context suite (more compiles)")
+  p.add_argument("--no_adapt", action="store_true",
+                 help="keep the step counts even when they will not fit --time_budget_s")
+  p.add_argument("--min_steps", type=int, default=20,
+                 help="fit_steps never shrinks a phase below this many steps")
   p.add_argument("--no_overlap", action="store_true",
                  help="run evals and later data builds one after another, not beside training")
   p.add_argument("--extra_config", action="append", default=[], metavar="PHASE:KEY=VALUE",
@@ -828,6 +846,7 @@ class Run:
     self.started = _stamp()
     self.device, self.software = device_description(), software_description()
     self.status = "running"
+    self.adapted: dict[str, dict[str, int]] = {}  # phase -> planned / run steps (fit_steps)
 
   def env_for(self, kind: str) -> dict[str, str]:
     """Splits GPU memory between a trainer and the eval beside it (ignored on CPUs)."""
@@ -861,7 +880,7 @@ class Run:
         "software": self.software,
         "command": shlex.join([os.path.basename(sys.executable), "-m",
                                "experiments.bridge.run", *sys.argv[1:]]),
-        "settings": settings, "stages": stages,
+        "settings": settings, "steps_shrunk_to_fit_budget": self.adapted, "stages": stages,
         "training": training, "evals": evals, "chat": chat,
         "targets": evaluate_targets(evals, chat, args.eval_lengths_list, args.mid_len,
                                     args.long_len),
@@ -883,8 +902,57 @@ class Run:
       if self.jobs.ok(*needs):
         self.runner.run(f"eval_{phase}", cmd, self.env_for("eval"))
     else:
+      # One eval at a time: with a trainer beside it, two would not fit the GPU's memory.
+      previous = EVAL_PHASES[EVAL_PHASES.index(phase) - 1] if phase != EVAL_PHASES[0] else None
       self.jobs.submit(f"eval_{phase}", cmd, needs=needs + [f"train_{phase}"],
-                       env=self.env_for("eval"))
+                       env=self.env_for("eval"), after=[f"eval_{previous}"] if previous else [])
+
+  def fit_steps(self, phase: str) -> None:
+    """Shrinks the step counts of `phase` and the phases after it to fit the time budget.
+
+    The measured speed of the last finished phase, scaled by FLOPs per token to each
+    later phase's length, says how long the planned steps would take; the startup and
+    compile time of a phase is taken as the largest seen so far. Phase 3 masks attention
+    per document, so it runs the blockwise kernel instead of cuDNN: assumed 1.5x slower.
+    Room is kept for the last evaluation and the chat probe. Never raises a step count.
+    """
+    args = self.args
+    if args.no_adapt or self.runner.deadline is None:
+      return
+    stages = {s.name: s for s in self.runner.stages}
+    measured = []
+    for p in PHASES[:PHASES.index(phase)]:
+      t = training_summary(self.paths, p)
+      stage = stages.get(f"train_{p}")
+      if t and t["tokens_per_sec"] and stage and stage.status == "ok":
+        train_s = t["steps"] * args.tokens_per_step / t["tokens_per_sec"]
+        measured.append((p, t["tokens_per_sec"], max(0.0, stage.seconds - train_s)))
+    if not measured:
+      return
+    last, speed, _ = measured[-1]
+    seconds_per_flop = 1.0 / (speed * flops_per_token(args, seq_len_of(args, last)))
+    overhead = max(o for _, _, o in measured)
+    later = PHASES[PHASES.index(phase):]
+    cost = {q: getattr(args, f"{q}_steps") * args.tokens_per_step
+            * flops_per_token(args, seq_len_of(args, q)) * seconds_per_flop
+            * (1.5 if q == "phase3" else 1.0) for q in later}
+    eval_stage = stages.get("eval_phase2")
+    reserve = (eval_stage.seconds if eval_stage and eval_stage.seconds else 120.0) + 20.0
+    room = self.runner.deadline - time.time() - reserve - overhead * len(later)
+    if sum(cost.values()) <= room:
+      return
+    scale = max(room, 0.0) / sum(cost.values())
+    for q in later:
+      before = getattr(args, f"{q}_steps")
+      after = max(min(before, args.min_steps), int(before * scale))
+      if after < before:
+        setattr(args, f"{q}_steps", after)
+        self.adapted[q] = {"planned": self.adapted.get(q, {}).get("planned", before),
+                           "run": after}
+    self.runner.say(f"time budget: {room:.0f} s of training left for {', '.join(later)} "
+                    f"(~{sum(cost.values()):.0f} s planned at {speed:,.0f} tok/s measured in "
+                    f"{last}); steps now " + ", ".join(
+                        f"{q} {getattr(args, f'{q}_steps')}" for q in later))
 
   def train(self, phase: str, needs: Sequence[str]) -> bool:
     name = f"train_{phase}"
@@ -912,10 +980,13 @@ class Run:
       for name in list(self.jobs.futures):
         self.jobs.wait(name)
     self.train("phase2a", ["mix_phase2a"])
+    self.fit_steps("phase2")
     self.train("phase2", ["mix_phase2", "train_phase2a"])
     self.evaluate("phase2")
+    self.fit_steps("phase2_5")
     self.train("phase2_5", ["mix_phase2_5", "train_phase2"])
     self.evaluate("phase2_5")
+    self.fit_steps("phase3")
     self.train("phase3", ["mix_phase3", "train_phase2_5"])
     self.evaluate("phase3")
     chat = chat_cmd(args, paths)
