@@ -183,6 +183,7 @@ def make_tiny(c: ml_collections.ConfigDict, phase: str) -> ml_collections.Config
   c.optimizer.warmup_steps = 2
   c.optimizer.learning_rate = 1e-3
   c.workdir = f"workdirs/tiny/{phase}"
+  c.mesh.fsdp = 1  # one device, even where several (or forced CPU host devices) exist
   if c.final_dir:
     c.final_dir = c.final_dir.replace("models/", "models/tiny/", 1)
   if c.init_from:

@@ -27,6 +27,7 @@ partial checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ import uuid
 from typing import Any, Mapping
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -42,6 +44,7 @@ MODEL_CONFIG = "model_config"
 OPT_STATE = "opt_state"
 TRAIN_STATE = "train_state"
 DATA_ITER = "data_iter"
+RUN_CONFIG_FILE = "config.json"
 
 _TMP_MARKER = "orbax-checkpoint-tmp"
 
@@ -111,29 +114,57 @@ def _to_plain(tree: Any) -> Any:
   return tree
 
 
-def save_params(path: str, params: Any, model_config: Mapping[str, Any]) -> str:
+def write_run_config(directory: str, config: Mapping[str, Any]) -> None:
+  """`directory/config.json`: the run's config (samplers find the tokenizer there)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, RUN_CONFIG_FILE)
+  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(_to_plain(config), f, indent=2, sort_keys=True, default=str)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def save_params(path: str, params: Any, model_config: Mapping[str, Any],
+                run_config: Mapping[str, Any] | None = None) -> str:
   """Writes `params` and `model_config` as an Orbax checkpoint at `path`.
 
   The write is atomic: the checkpoint is built under a temporary sibling name and
   swapped into place, so `path` is either the old checkpoint or the complete new one.
-  Returns the absolute path.
+  With several processes every process writes its shards into the same temporary
+  directory (its name is deterministic) and process 0 does the swap. `run_config`, if
+  given, is stored beside the items as config.json. Returns the absolute path.
   """
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+  tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp")
+  if jax.process_index() == 0:
+    os.makedirs(parent, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed mid-save
+  _sync("jaxlm.save_params.start")
   with _checkpointer() as checkpointer:
     checkpointer.save(tmp, args=ocp.args.Composite(**{
         PARAMS: ocp.args.StandardSave(params),
         MODEL_CONFIG: ocp.args.JsonSave(_to_plain(model_config)),
     }))
-  if os.path.exists(path):
-    old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(tmp, path)
+  if jax.process_index() == 0:
+    if run_config is not None:
+      write_run_config(tmp, run_config)
+    if os.path.exists(path):
+      old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex[:8]}")
+      os.replace(path, old)
+      os.replace(tmp, path)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, path)
+  _sync("jaxlm.save_params.done")
   return path
 
 
@@ -194,8 +225,8 @@ def check_params_match(abstract_params: Any, stored: Mapping[str, tuple], source
 
 
 def _with_default_sharding(abstract: Any) -> Any:
-  """Orbax needs a sharding per leaf to restore; default to the first device."""
-  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  """Orbax needs a sharding per leaf to restore; default to this process's first device."""
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def fill(leaf):
     sharding = getattr(leaf, "sharding", None)

@@ -25,12 +25,20 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jaxlm import distributed
 from jaxlm import preflight
 from jaxlm import train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Phase config file, e.g. configs/phase2_5.py or configs/phase2_5.py:tiny.",
     lock_config=True)
+# Several processes (hosts): the same command on each; the environment variables
+# JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID work as well, and under
+# SLURM or Open MPI nothing is needed.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank.")
 
 
 def _all_keys(config, prefix="") -> list[str]:
@@ -92,6 +100,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_logger().addFilter(_drop_library_info)
+  distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  distributed.quiet_non_main_processes()
   config = _CONFIG.value
   logging.info("JAX devices: %s", jax.devices())
   logging.info("Config:\n%s", config)

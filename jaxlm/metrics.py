@@ -72,16 +72,22 @@ def flops_per_token(model_config, seq_len: int) -> float:
 class MetricWriter:
   """Appends scalars to workdir/metrics.jsonl and (optionally) TensorBoard events."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
-    os.makedirs(workdir, exist_ok=True)
+  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True):
+    # enabled=False (processes other than 0 of a multi-process run): writes nothing.
+    self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self._jsonl = self._events = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(self.jsonl_path, "a", buffering=1)
-    self._events = None
     if tensorboard:
       self._events = EventFileWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float], kind: str = "train") -> None:
     """Writes one record; non-finite values become null in JSON (still logged)."""
+    if not self.enabled:
+      return
     clean = {k: float(v) for k, v in scalars.items() if v is not None}
     record = {"step": int(step), "kind": kind, "time": time.time()}
     record.update({k: (v if math.isfinite(v) else None) for k, v in clean.items()})
@@ -93,11 +99,13 @@ class MetricWriter:
           wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
 
   def flush(self) -> None:
-    self._jsonl.flush()
+    if self._jsonl is not None:
+      self._jsonl.flush()
     if self._events is not None:
       self._events.flush()
 
   def close(self) -> None:
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
     if self._events is not None:
       self._events.close()

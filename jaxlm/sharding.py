@@ -78,9 +78,11 @@ def mesh_shape(mesh_config: Mapping[str, int] | Any, num_devices: int) -> tuple[
       raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))}: {num_devices} devices "
                        f"are not divisible by the fixed axes' product {known}")
     sizes[fill[0]] = num_devices // known
-  if math.prod(sizes) != num_devices:
-    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} has {math.prod(sizes)} "
+  if math.prod(sizes) > num_devices:
+    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} "
                      f"devices but {num_devices} are available; set one axis to -1")
+  # Fewer than all devices (e.g. data=fsdp=tensor=1 for a one-device run on a multi-GPU
+  # host) is allowed: make_mesh takes the first ones.
   return tuple(sizes)
 
 
@@ -93,6 +95,7 @@ def make_mesh(mesh_config: Mapping[str, int] | Any,
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
+  devices = devices[:math.prod(shape)]
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
 

@@ -33,11 +33,13 @@ import numpy as np
 import optax
 
 from jaxlm import checkpoint as ckpt_lib
+from jaxlm import distributed
 from jaxlm import input_pipeline
 from jaxlm import metrics as metrics_lib
 from jaxlm import model as model_lib
 from jaxlm import optimizer as optimizer_lib
 from jaxlm import preflight
+from jaxlm import sharding
 
 # Batch fields the model step reads (source_ids only matter for validation).
 TRAIN_FIELDS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
@@ -133,7 +135,7 @@ def train_step(state, batch, *, model, optimizer, schedule, nonfinite_policy):
   return new_state, metrics
 
 
-def eval_step(params, batch, *, model, num_sources):
+def eval_step(params, batch, num_sources, *, model):
   """Sums of w * nll and w over one validation batch, in total and per source."""
   nll = token_nll(model, params, batch)
   weights = batch["loss_weights"].astype(jnp.float32)
@@ -191,14 +193,30 @@ def _state_from_params(params, optimizer):
 
 
 class Program(NamedTuple):
-  """The model, optimizer and jitted functions for one (model, optimizer) setting."""
+  """The model, optimizer and jitted functions for one (model, optimizer, mesh) setting.
+
+  Every function is jitted with the NamedShardings of the mesh (params and optimizer
+  state by jaxlm.sharding's logical-axis rules, batches over ('data', 'fsdp')), so on
+  several devices XLA inserts the collectives; on one device it is plain jit.
+  """
   model: model_lib.Transformer
   optimizer: optax.GradientTransformation
   schedule: optax.Schedule
+  mesh: jax.sharding.Mesh
+  state_shardings: Any  # pytree of NamedSharding matching the train state
   init: Any  # rng -> fresh state
   from_params: Any  # params -> state with fresh optimizer state
   train_step: Any  # (state, batch) -> (state, metrics); donates state
-  eval_step: Any  # (params, batch, num_sources) -> sums
+  eval_step: Any  # (params, batch, num_sources) -> sums; num_sources positional (static)
+
+  def abstract_state(self, with_shardings: bool = True):
+    """The train state's shapes and dtypes (with their shardings: restore targets)."""
+    abstract = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+    return sharding.with_shardings(abstract, self.state_shardings) if with_shardings else abstract
+
+  def shard_batch(self, batch, fields, accum_steps=None):
+    """This process's numpy rows -> global batch arrays laid out on the mesh."""
+    return sharding.shard_batch({k: batch[k] for k in fields}, self.mesh, accum_steps)
 
 
 def build_program(config) -> Program:
@@ -210,39 +228,37 @@ def build_program(config) -> Program:
   return _build_program(
       ml_collections.FrozenConfigDict(model_lib.model_config(config.model)),
       ml_collections.FrozenConfigDict(config.optimizer), int(config.total_opt_steps),
-      config.nonfinite_policy)
+      config.nonfinite_policy, sharding.make_mesh(config.mesh))
 
 
 @functools.lru_cache(maxsize=4)
-def _build_program(model_config, opt_config, total_steps, nonfinite_policy) -> Program:
+def _build_program(model_config, opt_config, total_steps, nonfinite_policy, mesh) -> Program:
   model = model_lib.Transformer(model_config)
   optimizer, schedule = optimizer_lib.make_optimizer(opt_config, total_steps)
+  fresh = functools.partial(_fresh_state, model, optimizer)
+  abstract = jax.eval_shape(fresh, jax.random.PRNGKey(0))
+  param_shardings = sharding.param_shardings(abstract["params"], mesh)
+  state_shardings = sharding.state_shardings(abstract, param_shardings, mesh)
+  replicated = sharding.replicated(mesh)
   return Program(
-      model=model, optimizer=optimizer, schedule=schedule,
-      init=jax.jit(functools.partial(_fresh_state, model, optimizer)),
-      from_params=jax.jit(functools.partial(_state_from_params, optimizer=optimizer)),
+      model=model, optimizer=optimizer, schedule=schedule, mesh=mesh,
+      state_shardings=state_shardings,
+      init=jax.jit(fresh, out_shardings=state_shardings),
+      from_params=jax.jit(functools.partial(_state_from_params, optimizer=optimizer),
+                          in_shardings=(param_shardings,), out_shardings=state_shardings),
       train_step=jax.jit(
           functools.partial(train_step, model=model, optimizer=optimizer,
                             schedule=schedule, nonfinite_policy=nonfinite_policy),
-          donate_argnums=0),
+          in_shardings=(state_shardings, sharding.batch_sharding(mesh, accum=True)),
+          out_shardings=(state_shardings, replicated), donate_argnums=0),
       eval_step=jax.jit(functools.partial(eval_step, model=model),
-                        static_argnames="num_sources"))
+                        in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                        out_shardings=replicated, static_argnums=2))
 
 
 def _model_config_changes(old: dict, new: dict) -> list[str]:
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
           if old.get(k) != new.get(k)]
-
-
-def _device_batch(batch, fields, accum_steps=None):
-  """numpy [B, T] -> device arrays ([accum, B/accum, T] when accum_steps is given)."""
-  out = {}
-  for name in fields:
-    array = np.asarray(batch[name])
-    if accum_steps is not None:
-      array = array.reshape(accum_steps, -1, array.shape[-1])
-    out[name] = array
-  return jax.device_put(out)
 
 
 def initial_state(config, program: Program, checkpoints, train_iter):
@@ -257,13 +273,13 @@ def initial_state(config, program: Program, checkpoints, train_iter):
     if config.init_from:
       logging.info("Resuming from %s; init_from=%s is ignored.",
                    checkpoints.latest_dir, config.init_from)
-    restored = checkpoints.restore_latest(jax.eval_shape(program.init, rng))
+    restored = checkpoints.restore_latest(program.abstract_state())
     train_iter.set_state(restored[ckpt_lib.DATA_ITER])
     logging.info("Resumed at step %d from %s.", int(restored["train_state"]["step"]),
                  checkpoints.latest_dir)
     return {k: restored[k] for k in ("params", "opt_state", "train_state")}
   if config.init_from:
-    abstract_params = jax.eval_shape(program.init, rng)["params"]
+    abstract_params = program.abstract_state()["params"]
     params, old_model_config = ckpt_lib.load_params(config.init_from, abstract_params)
     changes = _model_config_changes(old_model_config, program.model.config.to_dict())
     logging.info("Params from %s (optimizer and schedule start fresh). Model config "
@@ -337,13 +353,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   checkpoints = ckpt_lib.TrainCheckpoints(workdir, keep_latest=config.keep_latest)
   state = initial_state(config, program, checkpoints, train_iter)
   num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-  logging.info("Model: %s params; %d tokens per optimizer step.", f"{num_params:,}",
-               tokens_per_step)
+  logging.info("Model: %s params; %d tokens per optimizer step; mesh %s.",
+               f"{num_params:,}", tokens_per_step, dict(program.mesh.shape))
 
   flops_per_token = metrics_lib.flops_per_token(model_config, config.seq_len)
   peak = metrics_lib.peak_flops_per_device()
-  peak_total = peak * jax.device_count() if peak else None
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
+  peak_total = peak * program.mesh.size if peak else None
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard,
+                                    enabled=distributed.is_main_process())
+  ckpt_lib.write_run_config(workdir, config.to_dict())  # samplers find the tokenizer here
+  # Validation batches are fixed: lay them out on the mesh once.
+  val_batches = [program.shard_batch(b, VAL_FIELDS) for b in val_batches]
 
   def checkpoint_state():
     return {**state, ckpt_lib.MODEL_CONFIG: model_config.to_dict(),
@@ -361,8 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
 
   def validate(step):
     sums = jax.device_get([
-        program.eval_step(state["params"], _device_batch(b, VAL_FIELDS),
-                          num_sources=len(val_sources))
+        program.eval_step(state["params"], b, len(val_sources))
         for b in val_batches])
     weight = sum(float(s["weight_sum"]) for s in sums)
     result = {"loss": sum(float(s["nll_sum"]) for s in sums) / max(weight, 1e-8)}
@@ -388,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
 
   with _StopSignal() as stop_signal:
     while step < last_step:
-      batch = _device_batch(next(train_iter), TRAIN_FIELDS, accum)
+      batch = program.shard_batch(next(train_iter), TRAIN_FIELDS, accum)
       state, metrics = program.train_step(state, batch)
       step += 1
       pending.append(metrics)
@@ -448,7 +467,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
 
   checkpoints.wait_until_finished()
   if step >= config.total_opt_steps and config.final_dir:
-    path = ckpt_lib.save_params(config.final_dir, state["params"], model_config.to_dict())
+    path = ckpt_lib.save_params(config.final_dir, state["params"], model_config.to_dict(),
+                                run_config=config.to_dict())
     logging.info("Final params written to %s", path)
   checkpoints.close()
   writer.close()

@@ -336,7 +336,8 @@ def _tool_synth_args(out_dir, tokenizer_path):  # noqa: F811
           "--shard_tokens", "1024", "--eval_examples", "20", "--quiet"]
 
 
-def test_builder_commits_its_extras_with_the_shards(tmp_path, tokenizer_path, monkeypatch):  # noqa: F811
+def test_builder_commits_its_extras_with_the_shards(
+    tmp_path, tokenizer_path, monkeypatch):  # noqa: F811
   committed = {}
   real_commit = shards_lib.atomic_dir_commit
 

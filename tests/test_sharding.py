@@ -55,10 +55,17 @@ def test_mesh_shape_fills_minus_one(config, expected):
   assert tuple(mesh.shape.values()) == expected
 
 
+def test_mesh_on_fewer_devices_takes_the_first_ones():
+  mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=1))
+  assert list(mesh.devices.flat) == jax.devices()[:4]
+  single = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1))
+  assert single.size == 1
+
+
 @pytest.mark.parametrize("config, message", [
     (dict(data=-1, fsdp=-1, tensor=1), "only one axis may be -1"),
     (dict(data=3, fsdp=-1, tensor=1), "not divisible"),
-    (dict(data=2, fsdp=2, tensor=1), "has 4 devices but 8"),
+    (dict(data=4, fsdp=4, tensor=1), "needs 16 devices but 8"),
     (dict(data=0, fsdp=-1, tensor=1), "config.mesh.data=0"),
     (dict(data=1, fsdp=-1), "config.mesh.tensor is missing"),
 ])

@@ -211,7 +211,7 @@ def _program_and_batch(shards, tmp_path, rows=4, **overrides):
 
 def _step(program, batch, accum):
   state = program.init(jax.random.PRNGKey(0))
-  return program.train_step(state, train._device_batch(batch, train.TRAIN_FIELDS, accum))
+  return program.train_step(state, program.shard_batch(batch, train.TRAIN_FIELDS, accum))
 
 
 def test_gradient_accumulation_equals_one_big_batch(shards, tmp_path):
@@ -258,7 +258,7 @@ def test_nonfinite_step_never_writes_bad_params(shards, tmp_path, policy):
   bad["loss_weights"][0, 5] = np.inf  # -> non-finite loss and gradients
   state = program.init(jax.random.PRNGKey(0))
   start = jax.device_get(state)
-  state, metrics = program.train_step(state, train._device_batch(bad, train.TRAIN_FIELDS, 2))
+  state, metrics = program.train_step(state, program.shard_batch(bad, train.TRAIN_FIELDS, 2))
   assert not bool(metrics["finite"])
   assert allclose_trees(state["params"], start["params"], atol=0)
   assert allclose_trees(state["opt_state"], start["opt_state"], atol=0)
@@ -267,7 +267,7 @@ def test_nonfinite_step_never_writes_bad_params(shards, tmp_path, policy):
 
   after_bad = jax.device_get(state["params"])
   state, metrics = program.train_step(state,
-                                      train._device_batch(batch, train.TRAIN_FIELDS, 2))
+                                      program.shard_batch(batch, train.TRAIN_FIELDS, 2))
   assert bool(metrics["finite"]) and int(state["train_state"]["step"]) == 2
   moved = not allclose_trees(state["params"], after_bad, atol=0)
   # 'skip' carries on; 'stop' freezes the params until the host stops the run.

@@ -54,6 +54,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,10 +64,11 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from experiments.bridge import report
+from experiments.bridge.report import EVAL_PHASES, PHASES
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
-PHASES = ("phase2a", "phase2", "phase2_5", "phase3")
-EVAL_PHASES = ("phase2", "phase2_5", "phase3")
 CONFIG_FILE = {"phase2a": "configs/phase2.py", "phase2": "configs/phase2.py",
                "phase2_5": "configs/phase2_5.py", "phase3": "configs/phase3.py"}
 
@@ -89,7 +91,7 @@ GPU_PROFILE = dict(
     val_tokens=131072, val_batches=8, log_every=25,
     eval_lengths="1024,2048,4096,8192", eval_depths="0,0.25,0.5,0.75,1", eval_samples=5,
     eval_records=64, eval_batch_size=25, chat_max_new_tokens=64,
-    builder_workers=6, filler_chars=4_000_000, stdlib_chats=3000, code_input="",
+    builder_workers=6, filler_chars=4_000_000, stdlib_chats=6000, code_input="",
     time_budget_s=540.0,
 )
 SMOKE_PROFILE = dict(
@@ -106,15 +108,6 @@ SMOKE_PROFILE = dict(
     builder_workers=1, filler_chars=200_000, stdlib_chats=100, code_input="asyncio",
     time_budget_s=0.0,
 )
-
-# What the plan promises (issue 11). Thresholds are fractions; see `evaluate_targets`.
-PASSKEY_PHASE2 = 0.95  # after phase2, at every eval length <= mid_len
-PASSKEY_BRIDGE = 0.99  # after phase2_5, at every eval length <= long_len
-NIAH_BRIDGE = 0.95  # RULER niah_single after phase2_5, every length
-TOOL_VALID_BRIDGE = 0.95  # valid tool calls on held-out prompts that want a call
-REPLAY_LOSS_RATIO = 1.02  # phase2-mix val loss after phase2_5 / after phase2
-HOLD_POINTS = 0.02  # phase3 keeps phase2_5's long-context figures within 2 points
-CHAT_FORMAT_RATE = 0.8  # replies in the chat format after phase3
 
 CHAT_PROMPTS = (
     "What is the signature of dumps in json?",
@@ -143,18 +136,6 @@ def write_atomic(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
-
-
-def read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 # ------------------------------------------------------------------------------ stages
@@ -307,6 +288,9 @@ class Paths:
   def workdir(self, phase: str) -> str:
     return os.path.join(self.workdirs, phase)
 
+  def metrics(self, phase: str) -> str:
+    return os.path.join(self.workdir(phase), "metrics.jsonl")
+
   def eval_json(self, phase: str) -> str:
     return os.path.join(self.evals, f"{phase}.json")
 
@@ -327,6 +311,12 @@ def flops_per_token(args, seq_len: int) -> float:
   per_layer = attention + 3 * m["d_model"] * m["mlp_dim"]
   matmul_params = m["n_layers"] * per_layer + m["d_model"] * args.vocab_size
   return 6 * matmul_params + 6 * m["n_layers"] * m["n_heads"] * m["head_dim"] * seq_len
+
+
+def source_tokens(tokens: float, document_tokens: int) -> int:
+  """A source's token target: what its mixes take, and never under a few whole documents
+  (the interleaver cuts sources into blocks of a document's length)."""
+  return max(int(tokens), 4 * document_tokens)
 
 
 def submit_data(jobs: Jobs, args, paths: Paths) -> None:
@@ -354,7 +344,8 @@ def submit_data(jobs: Jobs, args, paths: Paths) -> None:
       "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
       "--seq_len", args.short_len, "--max_doc_tokens", args.short_len, "--min_distance", 16,
       "--tasks", "passkey,kv_retrieval,multi_query",
-      "--target_train_tokens", int(0.7 * n2a + 0.25 * n2), "--target_val_tokens", val,
+      "--target_train_tokens", source_tokens(0.7 * n2a + 0.25 * n2, args.short_len),
+      "--target_val_tokens", val,
       "--eval_examples", 8, "--num_workers", workers, *longctx, *tok), needs=["tokenizer"])
   jobs.submit("mix_phase2a", interleave_cmd(paths, "phase2a_mixed", args.short_len, n2a, val, [
       ("code", "code", 0.3), ("longctx_short", "longctx_short", 0.7)]),
@@ -365,18 +356,19 @@ def submit_data(jobs: Jobs, args, paths: Paths) -> None:
       "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_mid"),
       "--seq_len", args.mid_len, "--max_doc_tokens", args.mid_len,
       "--max_distance", args.mid_len - 48,
-      "--target_train_tokens", int(0.4 * n2), "--target_val_tokens", val,
+      "--target_train_tokens", source_tokens(0.4 * n2, args.mid_len), "--target_val_tokens", val,
       "--eval_examples", 8, "--num_workers", background, *longctx, *tok), needs=["tokenizer"])
   jobs.submit("longctx_long", py(
       "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
-      "--seq_len", args.long_len, "--target_train_tokens", int(0.25 * n25 + 0.5 * n3),
+      "--seq_len", args.long_len,
+      "--target_train_tokens", source_tokens(0.25 * n25 + 0.5 * n3, args.long_len),
       "--target_val_tokens", val, "--eval_examples", max(8, args.eval_records),
       "--num_workers", background, *longctx, *tok), needs=["tokenizer"])
   jobs.submit("tools", py(
       "data_pipeline.tool_synth", "--out_dir", paths.shard("tools"), "--seq_len", args.long_len,
       "--glaive", os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json"),
       "--hermes", os.path.join(FIXTURES, "hermes_function_calling_v1_sample.json"),
-      "--target_train_tokens", int(0.25 * n25), "--target_val_tokens", val,
+      "--target_train_tokens", source_tokens(0.25 * n25, args.long_len), "--target_val_tokens", val,
       "--eval_examples", max(8, args.eval_records), "--num_workers", background, *tok),
       needs=["tokenizer"])
   chats = os.path.join(paths.data, "stdlib_chats.jsonl")
@@ -391,7 +383,7 @@ def submit_data(jobs: Jobs, args, paths: Paths) -> None:
       + ":0.15",
       "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json")
       + ":0.1",
-      "--target_train_tokens", int(0.25 * n3), "--target_val_tokens", val,
+      "--target_train_tokens", source_tokens(0.25 * n3, args.long_len), "--target_val_tokens", val,
       "--val_fraction", 0.1, *tok), needs=["tokenizer", "stdlib_chats"])
   jobs.submit("mix_phase2", interleave_cmd(paths, "phase2_mixed", args.mid_len, n2, val, [
       ("code", "code", 0.35), ("longctx_short", "longctx_short", 0.25),
@@ -517,226 +509,6 @@ def chat_probe(checkpoint: str, tokenizer_path: str, prompts: Sequence[str],
   return replies
 
 
-# ------------------------------------------------------------------------------ results
-
-
-def _pct(x: float | None) -> str:
-  return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def _num(x: float | None, digits: int = 3) -> str:
-  return "-" if x is None else f"{x:.{digits}f}"
-
-
-def training_summary(paths: Paths, phase: str) -> dict | None:
-  records = read_jsonl(os.path.join(paths.workdir(phase), "metrics.jsonl"))
-  if not records:
-    return None
-  train = [r for r in records if r.get("kind") == "train"]
-  vals = [r for r in records if r.get("kind") == "val"]
-  speeds = [r["tokens_per_sec"] for r in train if r.get("tokens_per_sec")]
-  last_val = vals[-1] if vals else {}
-  return {
-      "steps": max((r.get("step", 0) for r in records), default=0),
-      "train_loss": train[-1].get("loss") if train else None,
-      "tokens_per_sec": sum(speeds) / len(speeds) if speeds else None,
-      "mfu": train[-1].get("mfu") if train else None,
-      "val_loss": last_val.get("loss"),
-      "val_loss_by_source": {k[len("loss/"):]: v for k, v in last_val.items()
-                             if k.startswith("loss/")},
-      "final": os.path.isdir(paths.final(phase)),
-  }
-
-
-def eval_summary(result: dict) -> dict:
-  """The figures of one jaxlm.eval output that the tables and targets use."""
-  summary: dict[str, Any] = {}
-  if "passkey" in result:
-    summary["passkey_by_length"] = result["passkey"]["by_length"]
-    summary["passkey"] = result["passkey"]["accuracy"]
-  if "ruler" in result:
-    summary["ruler_by_task_length"] = result["ruler"]["by_task_length"]
-    summary["ruler"] = result["ruler"]["accuracy"]
-  if "tools" in result:
-    summary["tools"] = {k: result["tools"].get(k) for k in (
-        "valid_call_rate", "no_call_accuracy", "decision_accuracy", "call_rate",
-        "right_function_rate", "right_arguments_rate", "count_call", "count_no_call")}
-  if "longctx" in result:
-    summary["longctx"] = {k: result["longctx"].get(k)
-                          for k in ("accuracy", "by_task", "by_distance", "count")}
-  if "val" in result:
-    summary["replay_val_loss"] = result["val"]["loss"]
-    summary["replay_val_loss_by_source"] = result["val"]["by_source"]
-  return summary
-
-
-def _by_length(values: dict | None, lengths: Sequence[int]) -> dict[int, float | None]:
-  values = values or {}
-  return {n: values.get(str(n)) for n in lengths}
-
-
-def _target(phase: str, name: str, value: float | None, threshold: str, passed: bool | None,
-            detail: str = "") -> dict:
-  status = "MISSING" if passed is None else ("PASS" if passed else "FAIL")
-  return {"phase": phase, "target": name, "value": value, "threshold": threshold,
-          "status": status, "detail": detail}
-
-
-def _min_at(by_length: dict[int, float | None]) -> tuple[float | None, str]:
-  """The smallest figure over the lengths (None if any is missing) and the per-length text."""
-  detail = ", ".join(f"{n}: {_pct(v)}" for n, v in by_length.items())
-  if not by_length or any(v is None for v in by_length.values()):
-    return None, detail
-  return min(by_length.values()), detail
-
-
-def evaluate_targets(evals: dict[str, dict], chat: list[dict] | None, lengths: Sequence[int],
-                     mid_len: int, long_len: int) -> list[dict]:
-  """Each target of issue 11 with its number and PASS / FAIL (MISSING: no number yet)."""
-  out = []
-  e2, e25, e3 = (evals.get(p) or {} for p in EVAL_PHASES)
-
-  short = [n for n in lengths if n <= mid_len]
-  value, detail = _min_at(_by_length(e2.get("passkey_by_length"), short))
-  out.append(_target("phase2", f"passkey at every length <= {mid_len}", value,
-                     f">= {PASSKEY_PHASE2:.0%}",
-                     None if value is None else value >= PASSKEY_PHASE2, detail))
-
-  upto = [n for n in lengths if n <= long_len]
-  value, detail = _min_at(_by_length(e25.get("passkey_by_length"), upto))
-  out.append(_target("phase2_5", f"passkey at every length <= {long_len}", value,
-                     f">= {PASSKEY_BRIDGE:.0%}",
-                     None if value is None else value >= PASSKEY_BRIDGE, detail))
-  niah25 = _by_length((e25.get("ruler_by_task_length") or {}).get("niah_single"), upto)
-  value, detail = _min_at(niah25)
-  out.append(_target("phase2_5", f"RULER niah_single at every length <= {long_len}", value,
-                     f">= {NIAH_BRIDGE:.0%}", None if value is None else value >= NIAH_BRIDGE,
-                     detail))
-  valid = (e25.get("tools") or {}).get("valid_call_rate")
-  tools = e25.get("tools") or {}
-  out.append(_target("phase2_5", "tool-call validity (held-out prompts that want a call)",
-                     valid, f">= {TOOL_VALID_BRIDGE:.0%}",
-                     None if valid is None else valid >= TOOL_VALID_BRIDGE,
-                     f"{tools.get('count_call')} call prompts; no-call accuracy "
-                     f"{_pct(tools.get('no_call_accuracy'))}" if tools else ""))
-  before, after = e2.get("replay_val_loss"), e25.get("replay_val_loss")
-  ratio = after / before if before and after is not None else None
-  out.append(_target("phase2_5", "phase2-replay val loss / its value after phase2", ratio,
-                     f"<= {REPLAY_LOSS_RATIO:.2f}",
-                     None if ratio is None else ratio <= REPLAY_LOSS_RATIO,
-                     f"{_num(before, 4)} -> {_num(after, 4)}"))
-
-  for label, get in (("passkey", lambda e: e.get("passkey_by_length")),
-                     ("RULER niah_single",
-                      lambda e: (e.get("ruler_by_task_length") or {}).get("niah_single"))):
-    b, a = _by_length(get(e25), upto), _by_length(get(e3), upto)
-    drops = {n: (a[n] - b[n]) if a[n] is not None and b[n] is not None else None
-             for n in upto}
-    value = None if not drops or any(v is None for v in drops.values()) else min(drops.values())
-    detail = ", ".join(f"{n}: {_pct(b[n])} -> {_pct(a[n])}" for n in upto)
-    out.append(_target("phase3", f"{label} holds (change from phase2_5, every length)", value,
-                       f">= -{100 * HOLD_POINTS:.0f} points",
-                       None if value is None else value >= -HOLD_POINTS - 1e-9, detail))
-
-  rate = (sum(r["in_chat_format"] for r in chat) / len(chat)) if chat else None
-  out.append(_target("phase3", "chat replies in the chat format", rate,
-                     f">= {CHAT_FORMAT_RATE:.0%}", None if rate is None else
-                     rate >= CHAT_FORMAT_RATE,
-                     f"{sum(r['in_chat_format'] for r in chat)}/{len(chat)} prompts"
-                     if chat else ""))
-  return out
-
-
-def format_markdown(results: dict) -> str:
-  lengths = results["settings"]["eval_lengths_list"]
-  s = results["settings"]
-  lines = [f"# Bridge run: {results['status']}", "",
-           f"- date: {results['started']} (wall time {results['wall_time_s']:.0f} s"
-           f"{', budget ' + str(int(s['time_budget_s'])) + ' s' if s['time_budget_s'] else ''})",
-           f"- device: {results['device']}",
-           f"- software: {results['software']}",
-           f"- model: {s['model']} ({s['model_dims']}), vocab {s['vocab_size']}, "
-           f"{s['compute_dtype']}; {s['tokens_per_step']} tokens per step; "
-           f"lengths {s['short_len']} / {s['mid_len']} / {s['long_len']}",
-           f"- command: `{results['command']}`", "", "## Targets", "",
-           "| phase | target | value | threshold | result | detail |",
-           "|---|---|---|---|---|---|"]
-  for t in results["targets"]:
-    value = t["value"]
-    shown = ("-" if value is None else f"{value:.4f}" if "loss" in t["target"]
-             else f"{100 * value:+.0f} points" if "holds" in t["target"] else _pct(value))
-    lines.append(f"| {t['phase']} | {t['target']} | {shown} | {t['threshold']} | "
-                 f"**{t['status']}** | {t['detail']} |")
-
-  lines += ["", "## Training", "",
-            "| phase | steps | tokens/s | MFU | train loss | val loss (own mix) | "
-            "val loss per source | wall s |", "|---|---|---|---|---|---|---|---|"]
-  stage_seconds = {st["name"]: st["seconds"] for st in results["stages"]}
-  for phase in PHASES:
-    t = results["training"].get(phase)
-    if not t:
-      lines.append(f"| {phase} | not run | | | | | | |")
-      continue
-    per_source = ", ".join(f"{k} {v:.3f}" for k, v in sorted(t["val_loss_by_source"].items()))
-    speed = "-" if t["tokens_per_sec"] is None else f"{t['tokens_per_sec']:,.0f}"
-    mfu = "-" if t["mfu"] is None else f"{100 * t['mfu']:.1f}%"
-    lines.append(f"| {phase} | {t['steps']} | {speed} | {mfu} | {_num(t['train_loss'])} | "
-                 f"{_num(t['val_loss'])} | {per_source} | "
-                 f"{stage_seconds.get('train_' + phase, '-')} |")
-
-  lines += ["", "## Evaluations (after each phase)", "",
-            "| phase | " + " | ".join(f"passkey {n}" for n in lengths)
-            + " | " + " | ".join(f"niah_single {n}" for n in lengths)
-            + " | RULER mean | tool calls valid | no-call acc | decision acc | "
-              f"phase2-replay val loss ({s['mid_len']}) |",
-            "|---" * (2 * len(lengths) + 6) + "|"]
-  for phase in EVAL_PHASES:
-    e = results["evals"].get(phase)
-    if not e:
-      lines.append(f"| {phase} | " + " | ".join(["-"] * (2 * len(lengths) + 5)) + " |")
-      continue
-    pk = _by_length(e.get("passkey_by_length"), lengths)
-    niah = _by_length((e.get("ruler_by_task_length") or {}).get("niah_single"), lengths)
-    tools = e.get("tools") or {}
-    lines.append(f"| {phase} | " + " | ".join(_pct(pk[n]) for n in lengths) + " | "
-                 + " | ".join(_pct(niah[n]) for n in lengths)
-                 + f" | {_pct(e.get('ruler'))} | {_pct(tools.get('valid_call_rate'))} | "
-                   f"{_pct(tools.get('no_call_accuracy'))} | "
-                   f"{_pct(tools.get('decision_accuracy'))} | "
-                   f"{_num(e.get('replay_val_loss'), 4)} |")
-
-  lines += ["", "RULER per task and length (string_match_all):", "",
-            "| phase | task | " + " | ".join(str(n) for n in lengths) + " |",
-            "|---|---|" + "---|" * len(lengths)]
-  for phase in EVAL_PHASES:
-    for task, row in ((results["evals"].get(phase) or {}).get("ruler_by_task_length")
-                      or {}).items():
-      cells = _by_length(row, lengths)
-      lines.append(f"| {phase} | {task} | " + " | ".join(_pct(cells[n]) for n in lengths) + " |")
-
-  lines += ["", "Phase2-replay val loss per source (the phase2 mix's val split at "
-            f"{s['mid_len']} tokens):", ""]
-  for phase in EVAL_PHASES:
-    by_source = (results["evals"].get(phase) or {}).get("replay_val_loss_by_source")
-    if by_source:
-      lines.append(f"- {phase}: " + ", ".join(f"{k} {v:.4f}" for k, v in by_source.items()))
-
-  lines += ["", "## Chat replies after phase3 (greedy)", ""]
-  for r in results.get("chat") or []:
-    lines.append(f"- **{r['prompt']}** -> {json.dumps(r['reply'])} (ended with "
-                 f"{r['ended_with']}; {'in' if r['in_chat_format'] else 'NOT in'} chat format)")
-  if not results.get("chat"):
-    lines.append("- none (phase3 or the chat probe did not run)")
-
-  lines += ["", "## Stages", "", "| stage | status | started at s | seconds |", "|---|---|---|---|"]
-  for st in results["stages"]:
-    lines.append(f"| {st['name']} | {st['status']} | {st['started_at']:.0f} | {st['seconds']} |")
-  lines += ["", "## Commands", "", "```"]
-  lines += [st["command"] for st in results["stages"]]
-  lines += ["```", ""]
-  return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------ main
 
 
@@ -800,6 +572,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="keep the step counts even when they will not fit --time_budget_s")
   p.add_argument("--min_steps", type=int, default=20,
                  help="fit_steps never shrinks a phase below this many steps")
+  p.add_argument("--data_only", action="store_true", help="build the data, then stop")
   p.add_argument("--no_overlap", action="store_true",
                  help="run evals and later data builds one after another, not beside training")
   p.add_argument("--extra_config", action="append", default=[], metavar="PHASE:KEY=VALUE",
@@ -861,14 +634,14 @@ class Run:
 
   def collect(self) -> tuple[dict, dict]:
     args, paths = self.args, self.paths
-    training = {p: training_summary(paths, p) for p in PHASES}
+    training = {p: report.training_summary(paths.metrics(p)) for p in PHASES}
     evals, full = {}, {}
     for phase in EVAL_PHASES:
       if os.path.exists(paths.eval_json(phase)):
-        full[phase] = read_json(paths.eval_json(phase))
-        evals[phase] = eval_summary(full[phase])
+        full[phase] = report.read_json(paths.eval_json(phase))
+        evals[phase] = report.eval_summary(full[phase])
     chat_path = os.path.join(paths.evals, "chat.json")
-    chat = read_json(chat_path) if os.path.exists(chat_path) else None
+    chat = report.read_json(chat_path) if os.path.exists(chat_path) else None
     with self.runner.lock:
       stages = [dataclasses.asdict(s) for s in self.runner.stages]
     settings = {k: v for k, v in vars(args).items() if not k.startswith("chat_")
@@ -882,7 +655,7 @@ class Run:
                                "experiments.bridge.run", *sys.argv[1:]]),
         "settings": settings, "steps_shrunk_to_fit_budget": self.adapted, "stages": stages,
         "training": training, "evals": evals, "chat": chat,
-        "targets": evaluate_targets(evals, chat, args.eval_lengths_list, args.mid_len,
+        "targets": report.evaluate_targets(evals, chat, args.eval_lengths_list, args.mid_len,
                                     args.long_len),
     }
     return results, full
@@ -892,7 +665,7 @@ class Run:
       results, full = self.collect()
       out = self.args.out_dir
       write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=1) + "\n")
-      write_atomic(os.path.join(out, "results.md"), format_markdown(results))
+      write_atomic(os.path.join(out, "results.md"), report.format_markdown(results))
       write_atomic(os.path.join(out, "evals.json"), json.dumps(full, indent=1) + "\n")
 
   def evaluate(self, phase: str) -> None:
@@ -922,7 +695,7 @@ class Run:
     stages = {s.name: s for s in self.runner.stages}
     measured = []
     for p in PHASES[:PHASES.index(phase)]:
-      t = training_summary(self.paths, p)
+      t = report.training_summary(self.paths.metrics(p))
       stage = stages.get(f"train_{p}")
       if t and t["tokens_per_sec"] and stage and stage.status == "ok":
         train_s = t["steps"] * args.tokens_per_step / t["tokens_per_sec"]
@@ -962,6 +735,9 @@ class Run:
         stage = self.runner.skip(name, command, f"needs {need}, which did not succeed")
         self.jobs.futures[name] = _done(stage)
         return False
+    # Each run trains afresh: an earlier run's checkpoints would be resumed by jaxlm.main.
+    for directory in (self.paths.workdir(phase), self.paths.final(phase)):
+      shutil.rmtree(directory, ignore_errors=True)
     stage = self.runner.run(name, command, self.env_for("train"), min_seconds=30)
     self.jobs.futures[name] = _done(stage)
     return stage.status == "ok"
@@ -976,9 +752,11 @@ class Run:
     self.runner.say(f"device: {self.device}")
     self.write_results()
     submit_data(self.jobs, args, paths)
-    if args.no_overlap:  # the data first, all of it
+    if args.no_overlap or args.data_only:  # the data first, all of it
       for name in list(self.jobs.futures):
         self.jobs.wait(name)
+    if args.data_only:
+      return self.finish()
     self.train("phase2a", ["mix_phase2a"])
     self.fit_steps("phase2")
     self.train("phase2", ["mix_phase2", "train_phase2a"])
@@ -995,6 +773,11 @@ class Run:
         self.runner.run("chat_phase3", chat, self.env_for("chat"))
     else:
       self.jobs.submit("chat_phase3", chat, needs=["train_phase3"], env=self.env_for("chat"))
+    return self.finish()
+
+  def finish(self) -> int:
+    """Waits for every stage, writes the results, prints the targets; 1 if a stage failed."""
+    args = self.args
     for name in list(self.jobs.futures):
       self.jobs.wait(name)
     self.jobs.pool.shutdown()

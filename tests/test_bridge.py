@@ -1,0 +1,183 @@
+"""experiments/bridge: the targets' PASS / FAIL logic, the time-budget planner, and a CPU
+smoke run of the whole script (tiny model and data; every stage, the tables and the JSON)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.bridge import report
+from experiments.bridge import run as bridge
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LENGTHS = [1024, 2048, 4096, 8192]
+
+
+def _eval(passkey, niah, valid=1.0, replay=2.0):
+  """An eval summary with the same figure at every length."""
+  return {"passkey_by_length": {str(n): passkey for n in LENGTHS},
+          "ruler_by_task_length": {"niah_single": {str(n): niah for n in LENGTHS}},
+          "tools": {"valid_call_rate": valid, "no_call_accuracy": 1.0, "count_call": 40},
+          "replay_val_loss": replay}
+
+
+def _chat(in_format):
+  return [{"prompt": "p", "reply": "r", "ended_with": "<|end|>", "in_chat_format": ok}
+          for ok in in_format]
+
+
+def _statuses(evals, chat=None):
+  targets = report.evaluate_targets(evals, chat, LENGTHS, 2048, 8192)
+  return {(t["phase"], t["target"].split(" at ")[0].split(" (")[0].split(" /")[0]): t["status"]
+          for t in targets}
+
+
+def test_targets_pass_at_their_thresholds():
+  evals = {"phase2": {**_eval(1.0, 1.0, replay=2.0),
+                      "passkey_by_length": {"1024": 0.95, "2048": 0.95, "4096": 0.0,
+                                            "8192": 0.0}},
+           "phase2_5": _eval(0.99, 0.95, valid=0.95, replay=2.04),
+           "phase3": _eval(0.97, 0.93)}
+  statuses = _statuses(evals, _chat([True, True, True, True, False]))
+  assert set(statuses.values()) == {"PASS"}, statuses
+  assert len(statuses) == 8
+
+
+def test_targets_fail_just_below_their_thresholds():
+  evals = {"phase2": {**_eval(1.0, 1.0), "passkey_by_length": {"1024": 1.0, "2048": 0.9,
+                                                               "4096": 1.0, "8192": 1.0}},
+           "phase2_5": {**_eval(1.0, 0.9, valid=0.9, replay=2.05),
+                        "passkey_by_length": {"1024": 1.0, "2048": 1.0, "4096": 1.0,
+                                              "8192": 0.98}},
+           "phase3": {**_eval(1.0, 0.87), "passkey_by_length": {"1024": 1.0, "2048": 1.0,
+                                                                "4096": 0.9, "8192": 0.98}}}
+  targets = report.evaluate_targets(evals, _chat([True, False, False]), LENGTHS, 2048, 8192)
+  assert [t["status"] for t in targets] == ["FAIL"] * 8, targets
+  by_name = {t["target"]: t for t in targets}
+  # The numbers behind the verdicts: the worst length, the loss ratio, the largest drop.
+  assert by_name["passkey at every length <= 2048"]["value"] == 0.9
+  assert by_name["phase2-replay val loss / its value after phase2"]["value"] == \
+      pytest.approx(1.025)
+  assert by_name["passkey holds (change from phase2_5, every length)"]["value"] == \
+      pytest.approx(-0.1)
+  assert "4096: 100% -> 90%" in by_name[
+      "passkey holds (change from phase2_5, every length)"]["detail"]
+
+
+def test_targets_without_numbers_are_missing_not_failed():
+  statuses = _statuses({"phase2": _eval(1.0, 1.0)})
+  assert statuses[("phase2", "passkey")] == "PASS"
+  assert [s for k, s in statuses.items() if k[0] != "phase2"] == ["MISSING"] * 7
+
+
+def test_markdown_lists_targets_and_phases():
+  evals = {"phase2": _eval(1.0, 1.0), "phase2_5": _eval(1.0, 1.0), "phase3": _eval(1.0, 1.0)}
+  results = {
+      "status": "finished", "started": "today", "wall_time_s": 1.0, "device": "d",
+      "software": "s", "command": "c",
+      "steps_shrunk_to_fit_budget": {"phase3": {"planned": 120, "run": 60}},
+      "settings": {"eval_lengths_list": LENGTHS, "time_budget_s": 540, "model": "33m",
+                   "model_dims": "d_model 512", "vocab_size": 8192, "compute_dtype": "bf16",
+                   "tokens_per_step": 65536, "short_len": 512, "mid_len": 2048,
+                   "long_len": 8192},
+      "stages": [{"name": "train_phase2", "status": "ok", "started_at": 0, "seconds": 3,
+                  "command": "python -m jaxlm.main ..."}],
+      "training": {"phase2": {"steps": 10, "train_loss": 1.0, "tokens_per_sec": 1000.0,
+                              "mfu": None, "val_loss": 1.1, "val_loss_by_source": {"code": 1.2}}},
+      "evals": evals, "chat": _chat([True]),
+      "targets": report.evaluate_targets(evals, _chat([True]), LENGTHS, 2048, 8192)}
+  text = report.format_markdown(results)
+  assert text.count("**PASS**") == 8
+  assert "| phase2 | 10 | 0.7M | 1,000 |" in text and "| phase2a | not run |" in text
+  assert "python -m jaxlm.main ..." in text and "phase3: 60 of 120 planned" in text
+
+
+def test_flops_per_token_counts_the_33m_model():
+  args = bridge.parse_args(["--out_dir", "/tmp/x", "--workdir", "/tmp/y"])
+  params = 8 * (2 * 512 * 64 * (8 + 4) + 3 * 512 * 1536) + 512 * 8192
+  assert bridge.flops_per_token(args, 0) == 6 * params
+  assert bridge.flops_per_token(args, 8192) - bridge.flops_per_token(args, 2048) == \
+      6 * 8 * 8 * 64 * 6144
+
+
+def _fake_phase(run, phase, steps, tokens_per_sec, stage_seconds):
+  os.makedirs(run.paths.workdir(phase), exist_ok=True)
+  with open(run.paths.metrics(phase), "w") as f:
+    f.write(json.dumps({"step": steps, "kind": "train", "loss": 2.0,
+                        "tokens_per_sec": tokens_per_sec}) + "\n")
+  run.runner.stages.append(bridge.Stage(f"train_{phase}", "cmd", "ok", stage_seconds, 0.0))
+
+
+def test_fit_steps_shrinks_later_phases_to_the_budget(tmp_path):
+  args = bridge.parse_args(["--out_dir", str(tmp_path / "out"), "--workdir",
+                            str(tmp_path / "work"), "--time_budget_s", "600"])
+  run = bridge.Run(args)
+  # phase2a: 400 steps of 65536 tokens at 262144 tok/s = 100 s of training + 20 s overhead.
+  _fake_phase(run, "phase2a", 400, 262144.0, 120.0)
+  run.fit_steps("phase2")  # ~400 s of room, ~290 s needed: nothing changes
+  assert (args.phase2_steps, args.phase2_5_steps, args.phase3_steps) == (250, 250, 120)
+  assert run.adapted == {}
+  run.runner.deadline = time.time() + 400  # ~200 s of room for ~290 s of training
+  run.fit_steps("phase2")
+  steps = (args.phase2_steps, args.phase2_5_steps, args.phase3_steps)
+  assert all(s < p for s, p in zip(steps, (250, 250, 120))), steps
+  # One scale for all: the ratios between the phases stay (up to rounding down).
+  assert abs(args.phase2_steps / 250 - args.phase3_steps / 120) < 0.02
+  assert run.adapted["phase3"] == {"planned": 120, "run": args.phase3_steps}
+  run.runner.deadline = time.time() + 1  # nothing left: never below --min_steps
+  run.fit_steps("phase2")
+  assert (args.phase2_steps, args.phase2_5_steps, args.phase3_steps) == (20, 20, 20)
+
+
+def test_bad_extra_config_is_refused_naming_it(capsys):
+  with pytest.raises(SystemExit):
+    bridge.parse_args(["--smoke", "--extra_config", "phase9:seed=1"])
+  assert "phase9:seed=1" in capsys.readouterr().err
+
+
+def test_smoke_run_writes_every_phase_and_judges_every_target(tmp_path):
+  """The whole script on a CPU: ~80 s on 2 cores (mostly JAX compiles of 9 processes)."""
+  out, work = tmp_path / "out", tmp_path / "work"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, "-m", "experiments.bridge.run", "--smoke",
+                         "--out_dir", str(out), "--workdir", str(work)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  # What a GPU session copies back: few flat files ($OUT returns at most 8).
+  assert sorted(os.listdir(out)) == ["bridge.log", "evals.json", "results.json", "results.md"]
+  results = json.loads((out / "results.json").read_text())
+  assert {s["status"] for s in results["stages"]} == {"ok"}
+  names = {s["name"] for s in results["stages"]}
+  assert {"train_phase2a", "train_phase2", "train_phase2_5", "train_phase3", "eval_phase2",
+          "eval_phase2_5", "eval_phase3", "chat_phase3", "mix_phase3"} <= names
+  for phase in bridge.PHASES:
+    assert results["training"][phase]["steps"] == 2
+    assert results["training"][phase]["val_loss_by_source"]
+  for phase in bridge.EVAL_PHASES:
+    e = results["evals"][phase]
+    assert set(e["passkey_by_length"]) == {"256"}
+    assert set(e["ruler_by_task_length"]) >= {"niah_single", "variable_track"}
+    assert e["tools"]["count_call"] >= 1 and e["replay_val_loss"] > 0
+  # The phase2_5 / phase3 trainers read the plan's mixes.
+  assert set(results["training"]["phase2_5"]["val_loss_by_source"]) <= {
+      "phase2", "tools", "longctx"}
+  assert set(results["training"]["phase3"]["val_loss_by_source"]) <= {
+      "phase1", "phase2", "longctx", "sft"}
+  assert len(results["chat"]) == len(bridge.CHAT_PROMPTS)
+  assert all(r["ended_with"] in ("<|end|>", "eos", "budget") for r in results["chat"])
+  # Every target judged with a number (a tiny model fails most of them: that is expected).
+  assert len(results["targets"]) == 8
+  assert all(t["status"] in ("PASS", "FAIL") and t["value"] is not None
+             for t in results["targets"]), results["targets"]
+  md = (out / "results.md").read_text()
+  assert md.count("**PASS**") + md.count("**FAIL**") == 8
+  assert "python -m jaxlm.main --config=configs/phase2_5.py" in md
+  assert "--config.model.rope_theta=500000.0" in md
+  full = json.loads((out / "evals.json").read_text())
+  assert set(full) == set(bridge.EVAL_PHASES) and full["phase3"]["passkey"]["records"]
+  # The printed summary names each target with its verdict.
+  assert proc.stdout.count("PASS") + proc.stdout.count("FAIL ") >= 8
