@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tqdm
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import distributed
@@ -405,11 +407,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   timer_start, timer_steps, compiling = time.perf_counter(), 0, True
   interrupted = False
 
-  with _StopSignal() as stop_signal:
+  # A console progress bar when a person is watching (the log lines carry the same).
+  progress = tqdm.tqdm(total=config.total_opt_steps, initial=step, unit="step",
+                       dynamic_ncols=True, leave=False,
+                       disable=not (distributed.is_main_process() and sys.stderr.isatty()))
+  with _StopSignal() as stop_signal, progress:
     while step < last_step:
       batch = program.shard_batch(next(train_iter), TRAIN_FIELDS, accum)
       state, metrics = program.train_step(state, batch)
       step += 1
+      progress.update(1)
       pending.append(metrics)
       if compiling:  # keep compilation out of the throughput numbers
         jax.block_until_ready(state)
@@ -442,6 +449,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
                      config.total_opt_steps, last_metrics["loss"],
                      last_metrics["learning_rate"], last_metrics["grad_norm"], speed)
         check_finite(step)
+        progress.set_postfix(loss=f"{last_metrics['loss']:.4f}",
+                             lr=f"{last_metrics['learning_rate']:.2e}", refresh=False)
         pending, timer_start, timer_steps = [], time.perf_counter(), 0
 
       step_end = time.perf_counter()

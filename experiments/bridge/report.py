@@ -201,7 +201,8 @@ def format_markdown(results: dict) -> str:
     per_source = ", ".join(f"{k} {v:.3f}" for k, v in sorted(t["val_loss_by_source"].items()))
     speed = "-" if t["tokens_per_sec"] is None else f"{t['tokens_per_sec']:,.0f}"
     mfu = "-" if t["mfu"] is None else f"{100 * t['mfu']:.1f}%"
-    tokens = f"{t['steps'] * s['tokens_per_step'] / 1e6:.1f}M"
+    count = t["steps"] * s["tokens_per_step"]
+    tokens = f"{count / 1e6:.1f}M" if count >= 100_000 else f"{count:,}"
     lines.append(f"| {phase} | {t['steps']} | {tokens} | {speed} | {mfu} | "
                  f"{_num(t['train_loss'])} | "
                  f"{_num(t['val_loss'])} | {per_source} | "

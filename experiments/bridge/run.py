@@ -162,6 +162,8 @@ class StageRunner:
     self.log_path, self.deadline, self.start = log_path, deadline, start
     self.on_change = on_change
     self.stages: list[Stage] = []
+    self.running: dict[str, subprocess.Popen] = {}
+    self.stopped = False  # set by kill_all: no stage starts after it
     self.lock, self.print_lock = threading.Lock(), threading.Lock()
     write_atomic(log_path, f"bridge run started {_stamp()}\n")
 
@@ -184,6 +186,8 @@ class StageRunner:
           min_seconds: float = 10.0) -> Stage:
     """Runs `command` in the repository; never raises for a failing command."""
     printable = shlex.join(command)
+    if self.stopped:
+      return self.skip(name, command, "the run was interrupted")
     timeout = None
     if self.deadline is not None:
       timeout = self.deadline - time.time()
@@ -203,16 +207,27 @@ class StageRunner:
     with open(stage.log, "w", encoding="utf-8") as log:
       log.write(f"$ {printable}\n")
       log.flush()
-      # A process group of its own, so a timeout also ends the builders' worker processes.
+      # A process group of its own (same session), so a timeout also ends the builders'
+      # worker processes.
       proc = subprocess.Popen(list(command), cwd=REPO, env=full_env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+                              stderr=subprocess.STDOUT, process_group=0)
+      with self.lock:
+        self.running[name] = proc
       try:
         rc = proc.wait(timeout=timeout)
         stage.status = "ok" if rc == 0 else f"failed (rc {rc})"
       except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc)
         proc.wait()
         stage.status = "timeout"
+      except BaseException:  # interrupted while waiting: the stage goes down with the run
+        _kill_group(proc)
+        proc.wait()
+        stage.status, stage.seconds = "interrupted", round(time.time() - begin, 1)
+        raise
+      finally:
+        with self.lock:
+          self.running.pop(name, None)
     stage.seconds = round(time.time() - begin, 1)
     with open(stage.log, encoding="utf-8", errors="replace") as f:
       output = f.read()
@@ -225,6 +240,22 @@ class StageRunner:
     self.say(f"{stage.status:<6} {name} ({stage.seconds:.1f} s)\n{tail}")
     self.on_change()
     return stage
+
+
+  def kill_all(self) -> None:
+    """Ends every running stage (and its workers); their records say how they ended."""
+    with self.lock:
+      self.stopped = True
+      procs = list(self.running.values())
+    for proc in procs:
+      _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:  # already gone
+    pass
 
 
 class Jobs:
@@ -626,7 +657,7 @@ class Run:
     env = {"JAX_COMPILATION_CACHE_DIR": os.path.join(self.args.workdir, "jax_cache"),
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     if self.args.smoke:  # tiny shapes: compile time is all there is, so compile cheaply
-      env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
+      env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "false"
     if not self.args.no_overlap:
       env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = {"train": "0.55", "eval": "0.3",
                                                "chat": "0.1"}[kind]
@@ -805,6 +836,15 @@ def _done(stage: Stage) -> concurrent.futures.Future:
   return future
 
 
+class Interrupted(Exception):
+  pass
+
+
+def _interrupt(signum, frame):
+  del frame
+  raise Interrupted(signal.Signals(signum).name)
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   if args.chat_probe:
@@ -816,7 +856,20 @@ def main(argv=None) -> int:
       print(f"{r['prompt']!r} -> {r['reply']!r} [{r['ended_with']}]")
     write_atomic(args.chat_out, json.dumps(replies, indent=1) + "\n")
     return 0
-  return Run(args).main()
+  run = Run(args)
+  # SIGTERM / Ctrl-C: end the running stages, keep what was measured.
+  previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    return run.main()
+  except Interrupted as e:
+    run.runner.kill_all()
+    run.runner.say(f"interrupted by {e}: stages ended, writing the results")
+    run.status = f"interrupted ({e})"
+    run.write_results()
+    return 130
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
