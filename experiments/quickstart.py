@@ -58,7 +58,8 @@ def run(cmd: list[str], log) -> str:
   log.write(f"$ {printable}\n")
   start = time.time()
   proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True, env={**os.environ, "PYTHONPATH": REPO})
+                        text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                            filter(None, [REPO, os.environ.get("PYTHONPATH")]))})
   log.write(proc.stdout + "\n")
   tail = "\n".join(proc.stdout.strip().splitlines()[-6:])
   print(tail)
@@ -98,11 +99,11 @@ def tokenizer_corpus(path: str) -> None:
     fh.write("\n".join(parts))
 
 
-def stdlib_chats(path: str, limit: int = 3000) -> None:
+def stdlib_chats(path: str, limit: int = 3000, max_chars: int = 8_000_000) -> None:
   """Generic chats the machine can make: questions about standard-library functions, answered
   from their own signatures and docstrings (JSON lines with a `messages` list, as UltraChat)."""
   from data_pipeline import text_sources  # pylint: disable=import-outside-toplevel
-  corpus = text_sources.load_corpus(max_chars=8_000_000)
+  corpus = text_sources.load_corpus(max_chars=max_chars)
   rng = random.Random(0)
   with open(path, "w", encoding="utf-8") as f:
     for fn in corpus.functions[:limit]:

@@ -139,7 +139,8 @@ def test_bad_extra_config_is_refused_naming_it(capsys):
 
 
 def test_smoke_run_writes_every_phase_and_judges_every_target(tmp_path):
-  """The whole script on a CPU: ~80 s on 2 cores (mostly JAX compiles of 9 processes)."""
+  """The whole script on a CPU: ~40 s on 2 cores (mostly starting and compiling 9 JAX
+  processes)."""
   out, work = tmp_path / "out", tmp_path / "work"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)

@@ -29,11 +29,18 @@ def read_json(path: str) -> Any:
 
 
 def read_jsonl(path: str) -> list[dict]:
+  """Records of a JSON-lines file that may still be written to (a torn last line is left
+  out); [] when it does not exist yet."""
   if not os.path.exists(path):
     return []
+  records = []
   with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
 
 
 def _pct(x: float | None) -> str:
