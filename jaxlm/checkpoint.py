@@ -251,7 +251,13 @@ def load_params(path: str, abstract_params: Any = None) -> tuple[Any, dict]:
     check_params_match(abstract_params, params_shapes(ckpt_dir), ckpt_dir)
     items[PARAMS] = ocp.args.StandardRestore(_with_default_sharding(abstract_params))
   else:
-    items[PARAMS] = ocp.args.StandardRestore()
+    # Shapes and dtypes from the checkpoint's metadata, placed on this process's first
+    # device: a checkpoint written on any mesh (several GPUs or hosts) loads here.
+    with _checkpointer() as checkpointer:
+      tree = checkpointer.metadata(ckpt_dir).item_metadata[PARAMS].tree
+    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype),
+                            tree)
+    items[PARAMS] = ocp.args.StandardRestore(_with_default_sharding(abstract))
   has_config = os.path.isdir(os.path.join(ckpt_dir, MODEL_CONFIG))
   if has_config:
     items[MODEL_CONFIG] = ocp.args.JsonRestore()

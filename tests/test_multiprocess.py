@@ -96,3 +96,44 @@ def test_two_processes_train_like_one(tmp_path):
                                                         embedding.shape[1] // 8)
   for key, value in mp.gather(restored).items():
     np.testing.assert_array_equal(value, params[0][key], err_msg=key)
+
+
+def test_the_training_command_runs_on_two_processes(tmp_path):
+  """`python -m jaxlm.main` itself, launched twice with a coordinator: one job, one
+  checkpoint written from both processes, one metrics file (process 0's)."""
+  shard_dir = tmp_path / "shards"
+  train_dir = sharding_helpers.write_tiny_shards(str(shard_dir))
+  port = portpicker.pick_unused_port()
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  workdir, final = tmp_path / "wd", tmp_path / "final"
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "jaxlm.main", "--config=configs/phase2.py:tiny",
+       "--config.init_from=", f"--config.workdir={workdir}", f"--config.train_dir={train_dir}",
+       f"--config.val_dir={train_dir}", "--config.model.vocab_size=256",
+       f"--config.seq_len={SEQ_LEN}", "--config.mesh.fsdp=-1", "--config.micro_batch_size=2",
+       "--config.val_batch_size=2", "--config.total_opt_steps=4", "--config.val_every_opt=2",
+       "--config.log_every=1",
+       f"--config.final_dir={final}", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={rank}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for rank in range(2)]
+  try:
+    outputs = [proc.communicate(timeout=150)[0] for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  for rank, (proc, output) in enumerate(zip(procs, outputs)):
+    assert proc.returncode == 0, f"process {rank} exited {proc.returncode}:\n{output[-4000:]}"
+  assert "'fsdp': 2" in outputs[0]  # one mesh over both processes' devices
+  assert "Final params written" in outputs[0] and "Final params written" not in outputs[1]
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  train_steps = [r["step"] for r in records if r["kind"] == "train"]
+  assert train_steps == sorted(set(train_steps)) == [1, 2, 3, 4]  # written once, by process 0
+  assert sorted(os.listdir(workdir / "latest")) == ["2", "4"]
+
+  from jaxlm import checkpoint  # pylint: disable=import-outside-toplevel
+  params, model_config = checkpoint.load_params(str(final))
+  assert model_config["vocab_size"] == 256
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
