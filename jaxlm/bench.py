@@ -135,8 +135,8 @@ def benchmark(config, steps: int, warmup: int, profile_dir: str = "") -> dict:
   state = program.init(jax.random.PRNGKey(config.seed))
   accum = int(config.grad_accum_steps)
   host_batch = random_batch(config, model_config.vocab_size)
-  batch = jax.device_put({name: host_batch[name].reshape(accum, -1, config.seq_len)
-                          for name in train_lib.TRAIN_FIELDS})
+  # Laid out on the config's mesh, as the training loop does (one device or many).
+  batch = program.shard_batch(host_batch, train_lib.TRAIN_FIELDS, accum)
   jax.block_until_ready((state, batch))
 
   start = time.perf_counter()
