@@ -160,6 +160,10 @@ if [ -f experiments/bench_decode.py ]; then
   optional_stage decode 120 "$PY" -m experiments.bench_decode "${small_flag[@]}" \
     --out="$OUT/decode.json"
 fi
+# The cross-entropy's custom backward against plain autodiff, at the 370M / 8k shape.
+loss_shape=(--batch=2 --seq_len=8192 --d_model=1024 --vocab=32000)
+if [ "$SMALL" = "1" ]; then loss_shape=(--batch=1 --seq_len=512 --d_model=64 --vocab=1024); fi
+optional_stage loss_backward 60 "$PY" -m experiments.bench_loss "${loss_shape[@]}"
 if [ "$SMALL" != "1" ]; then
   # Unrolled layers instead of nn.scan: XLA may fuse across layers (faster step, slower compile).
   optional_stage jaxlm_370m_unrolled 120 "$PY" -m experiments.bench_vs_torch --sizes=370m \
