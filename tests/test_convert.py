@@ -148,3 +148,37 @@ def test_cli_exits_nonzero_with_message(tmp_path):
                       f"--out={tmp_path / 'out'}", expect_ok=False)
   assert code != 0 and "exactly one" in out
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_converted_hf_model_seeds_a_training_phase(tmp_path):
+  """`jaxlm.convert --from_hf` output works as `init_from`: the phase starts from exactly
+  the HF weights, with a fresh optimizer, and trains."""
+  from configs import phase2_5
+  from jaxlm import checkpoint, input_pipeline, train
+  from tests import train_helpers
+
+  torch.manual_seed(0)
+  m = train_helpers.TINY_MODEL
+  hf_config = transformers.LlamaConfig(
+      vocab_size=m["vocab_size"], hidden_size=m["d_model"], intermediate_size=m["mlp_dim"],
+      num_hidden_layers=m["n_layers"], num_attention_heads=m["n_heads"],
+      num_key_value_heads=m["n_kv_heads"], head_dim=m["head_dim"],
+      max_position_embeddings=train_helpers.SEQ_LEN, tie_word_embeddings=False,
+      rope_theta=10000.0)
+  transformers.LlamaForCausalLM(hf_config).save_pretrained(tmp_path / "hf")
+  run_cli(f"--from_hf={tmp_path / 'hf'}", f"--out={tmp_path / 'ckpt'}")
+
+  shards = train_helpers.write_shards(str(tmp_path / "shards"))
+  config = train_helpers.tiny_config(phase2_5, str(tmp_path / "wd"), shards,
+                                     init_from=str(tmp_path / "ckpt"), total_opt_steps=2)
+  program = train.build_program(config)
+  checkpoints = checkpoint.TrainCheckpoints(config.workdir)
+  iterator = input_pipeline.make_train_iterator(config, vocab_size=train_helpers.VOCAB)
+  state = train.initial_state(config, program, checkpoints, iterator)
+  checkpoints.close()
+  converted, _ = checkpoint.load_params(str(tmp_path / "ckpt"))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), converted)
+  assert int(state["train_state"]["step"]) == 0
+
+  result = train.train_and_evaluate(config)
+  assert result["step"] == 2 and np.isfinite(result["loss"])
