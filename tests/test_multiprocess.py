@@ -28,15 +28,21 @@ def _launch(train_dir, out_dir, num_processes=2, devices_per_process=2):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
-  procs = []
+  cmds = []
   for rank in range(num_processes):
     cmd = [sys.executable, "-m", "experiments.multiprocess_train",
            f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
            f"--process_id={rank}", f"--train_dir={train_dir}", f"--out_dir={out_dir}",
            f"--mesh={MESH}", f"--steps={STEPS}", f"--seq_len={SEQ_LEN}",
            f"--micro_batch_size={MICRO}", f"--grad_accum_steps={ACCUM}"]
-    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
+    cmds.append(cmd)
+  return _run_together(cmds, env)
+
+
+def _run_together(cmds, env):
+  """Starts every command at once (one per process rank); all must exit 0."""
+  procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for cmd in cmds]
   outputs = []
   try:
     for proc in procs:
@@ -107,7 +113,7 @@ def test_the_training_command_runs_on_two_processes(tmp_path):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   workdir, final = tmp_path / "wd", tmp_path / "final"
-  procs = [subprocess.Popen(
+  outputs = _run_together([
       [sys.executable, "-m", "jaxlm.main", "--config=configs/phase2.py:tiny",
        "--config.init_from=", f"--config.workdir={workdir}", f"--config.train_dir={train_dir}",
        f"--config.val_dir={train_dir}", "--config.model.vocab_size=256",
@@ -115,17 +121,8 @@ def test_the_training_command_runs_on_two_processes(tmp_path):
        "--config.val_batch_size=2", "--config.total_opt_steps=4", "--config.val_every_opt=2",
        "--config.log_every=1",
        f"--config.final_dir={final}", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={rank}"],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for rank in range(2)]
-  try:
-    outputs = [proc.communicate(timeout=150)[0] for proc in procs]
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  for rank, (proc, output) in enumerate(zip(procs, outputs)):
-    assert proc.returncode == 0, f"process {rank} exited {proc.returncode}:\n{output[-4000:]}"
+       "--num_processes=2", f"--process_id={rank}"]
+      for rank in range(2)], env)
   assert "'fsdp': 2" in outputs[0]  # one mesh over both processes' devices
   assert "Final params written" in outputs[0] and "Final params written" not in outputs[1]
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
