@@ -9,10 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import portpicker
+import pytest
 
 from experiments import multiprocess_train as mp
 from jaxlm import sharding
@@ -43,14 +45,17 @@ def _run_together(cmds, env):
   """Starts every command at once (one per process rank); all must exit 0."""
   procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for cmd in cmds]
+  deadline = time.monotonic() + 300
   outputs = []
-  try:
-    for proc in procs:
-      outputs.append(proc.communicate(timeout=150)[0])
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
+  for proc in procs:
+    try:
+      outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+    except subprocess.TimeoutExpired:
+      for p in procs:  # a hung rank: stop them all, keep what each printed
+        p.kill()
+      outputs = [p.communicate()[0] for p in procs]
+      pytest.fail("timed out after 300 s:\n" + "\n".join(
+          f"--- process {rank}:\n{out[-3000:]}" for rank, out in enumerate(outputs)))
   for rank, (proc, output) in enumerate(zip(procs, outputs)):
     assert proc.returncode == 0, f"process {rank} exited {proc.returncode}:\n{output[-4000:]}"
   return outputs
