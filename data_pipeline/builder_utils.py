@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import tqdm
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 
 class SkipRecord(Exception):

@@ -35,8 +35,8 @@ from typing import Iterator
 import numpy as np
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import shards
-from data_pipeline.tokenizer import load_tokenizer
+from jaxlm.data import shards
+from jaxlm.data.tokenizer import load_tokenizer
 
 # extension -> (language, line comment used for the path header)
 LANGUAGES = {

@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 CHUNK_TOKENS = 1 << 26  # copy at most this many tokens at a time (bounded memory on huge files)
 
@@ -88,7 +88,7 @@ def import_bins(inputs: list[str], out_dir: str, *, split: str = "train",
     raise FileExistsError(f"{final} already exists; pass --overwrite to replace it")
   tokenizer = None
   if tokenizer_path:
-    from data_pipeline.tokenizer import load_tokenizer  # sentencepiece only when needed
+    from jaxlm.data.tokenizer import load_tokenizer  # sentencepiece only when needed
     tok = load_tokenizer(tokenizer_path)
     if vocab_size is not None and vocab_size != tok.vocab_size:
       raise ValueError(f"--vocab_size {vocab_size} differs from tokenizer {tokenizer_path}'s "

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 
 def split_dirs(path: str) -> list[str]:
@@ -54,7 +54,7 @@ def split_stats(sd: shards.SplitDir) -> dict:
 
 
 def load_sample_tokenizer(sd: shards.SplitDir, tokenizer_path: str | None):
-  from data_pipeline.tokenizer import load_tokenizer  # sentencepiece only when decoding
+  from jaxlm.data.tokenizer import load_tokenizer  # sentencepiece only when decoding
   if tokenizer_path:
     sd.check_tokenizer(tokenizer_path)
     return load_tokenizer(tokenizer_path)

@@ -13,7 +13,7 @@ is a seeded permutation of its blocks; the order of the output spreads every sou
 (source i's k-th block goes to position (k + u_i) / n_i, u_i a seeded offset), so any stretch of
 the output holds the sources close to their shares. Same seed, same inputs: same output.
 
-Provenance: meta["sources"] lists the source names and the per-token `.sources.bin` sidecar says
+Provenance: meta["sources"] lists the source names and the per-token `.sources.u8` sidecar says
 which one each token came from; loss-weight sidecars are carried over. A source that is too
 small for its share stops the run (naming it and the missing tokens) unless --allow_repeat, which
 reuses its blocks (a fresh permutation per pass). All sources must record the same tokenizer
@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 SPLITS = ("train", "val")
 

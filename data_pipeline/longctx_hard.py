@@ -50,8 +50,9 @@ import re
 import numpy as np
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import shards, text_sources
-from data_pipeline.tokenizer import load_tokenizer
+from data_pipeline import text_sources
+from jaxlm.data import shards
+from jaxlm.data.tokenizer import load_tokenizer
 
 TASKS = ("passkey", "kv_retrieval", "variable_tracking", "multi_query", "code_definition",
          "copy_span")

@@ -44,8 +44,9 @@ import os
 import numpy as np
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import chat_format, shards, tool_synth
-from data_pipeline.tokenizer import load_tokenizer
+from data_pipeline import tool_synth
+from jaxlm.data import chat_format, shards
+from jaxlm.data.tokenizer import load_tokenizer
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",

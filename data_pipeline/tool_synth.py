@@ -47,8 +47,8 @@ from typing import Any, Callable
 import numpy as np
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import chat_format, shards
-from data_pipeline.tokenizer import load_tokenizer
+from jaxlm.data import chat_format, shards
+from jaxlm.data.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------------------------
 # Value pools

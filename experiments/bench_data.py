@@ -20,7 +20,8 @@ import time
 import ml_collections
 import numpy as np
 
-from data_pipeline import interleave, shards
+from data_pipeline import interleave
+from jaxlm.data import shards
 from jaxlm import input_pipeline
 
 BOS, EOS, VOCAB = 2, 3, 8192

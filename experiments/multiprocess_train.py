@@ -239,7 +239,7 @@ def main(argv):
   distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
   distributed.quiet_non_main_processes()
-  from data_pipeline import shards
+  from jaxlm.data import shards
   from jaxlm import sharding
 
   vocab_size = int(shards.SplitDir(FLAGS.train_dir).meta["vocab_size"])

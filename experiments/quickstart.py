@@ -76,7 +76,8 @@ def py(module: str, *args) -> list[str]:
 
 def tokenizer_corpus(path: str) -> None:
   """Standard-library code and docstrings, chat fixtures and synthetic samples, one file."""
-  from data_pipeline import chat_format, tool_synth  # pylint: disable=import-outside-toplevel
+  from data_pipeline import tool_synth
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
   stdlib = sysconfig.get_paths()["stdlib"]
   files = sorted(glob.glob(os.path.join(stdlib, "*.py")))
   random.Random(0).shuffle(files)

@@ -13,7 +13,7 @@ Type a message and press enter. Commands:
   /quit          leave (end of input does the same)
 
 Tool calls the model writes are shown with their arguments and whether they validate
-against the offered schemas (data_pipeline.chat_format.validate_tool_call). When the
+against the offered schemas (jaxlm.data.chat_format.validate_tool_call). When the
 conversation no longer fits the model's context, the oldest turns are dropped.
 Reads stdin line by line, so it can be scripted:  printf 'hi\n/quit\n' | python -m jaxlm.chat ...
 """
@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence, TextIO
 from absl import app
 from absl import flags
 
-from data_pipeline import chat_format
+from jaxlm.data import chat_format
 
 HELP = __doc__.split("Type a message")[1].split("Tool calls the model")[0]
 
@@ -195,7 +195,7 @@ def define_flags():
 
 def main(argv):
   del argv
-  from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
   try:
     if not FLAGS.checkpoint:

@@ -214,7 +214,7 @@ def _distance_bucket(distance: int) -> str:
 def tools_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 0,
                 max_new_tokens: int = TOOLS_MAX_NEW_TOKENS) -> dict[str, Any]:
   """Tool-call validity and call/no-call decisions on held-out chat prompts."""
-  from data_pipeline import chat_format  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
   records = read_jsonl(path, ["messages", "expected"], samples)
   prompts = [chat_format.encode_prompt(tokenizer, r["messages"], r.get("tools"))
@@ -422,7 +422,7 @@ def run_cheap_suites(params, model_config, config) -> dict[str, float]:
   1; 2 samples per cell. An optional `config.eval` ConfigDict may override `lengths`,
   `depths` and `samples`. Needs config.tokenizer.
   """
-  from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   if not config.get("tokenizer"):
     raise ValueError("eval_during_training needs config.tokenizer (the passkey prompts are "
                      "built from text)")
@@ -465,7 +465,7 @@ def define_flags():
 
 def _main(argv):
   del argv
-  from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
   if not FLAGS.checkpoint:
     raise ValueError("--checkpoint is required")

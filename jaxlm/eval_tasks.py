@@ -251,7 +251,7 @@ def score_tool_output(parsed: dict[str, Any], record: dict[str, Any]) -> dict[st
   function), `right_arguments` (right_name and exactly the record's expected_arguments,
   when it gives them), `decision_correct` (called exactly when a call was expected).
   """
-  from data_pipeline import chat_format  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
   expected = record.get("expected")
   if expected not in ("call", "no_call"):
     raise ValueError(f"tool eval record has expected={expected!r}; want 'call' or 'no_call'")

@@ -1,6 +1,6 @@
 """Training and validation batches from token shards, as a short Grain pipeline.
 
-A split directory (see `data_pipeline.shards`) is one long token stream. It is cut into
+A split directory (see `jaxlm.data.shards`) is one long token stream. It is cut into
 non-overlapping windows of `seq_len + 1` tokens (window i starts at token i * seq_len, so
 consecutive windows share one token: the last target of one is the first input of the next).
 The Grain pipeline works on window *indices* and reads a whole batch at once:
@@ -36,7 +36,7 @@ from absl import logging
 import grain
 import numpy as np
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import jax
 
-from data_pipeline import shards
+from jaxlm.data import shards
 from jaxlm import attention as attention_lib
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import model as model_lib
@@ -120,7 +120,7 @@ def tokenizer_problems(config, metas) -> list[str]:
             f"different tokenizers")
     return problems
 
-  from data_pipeline import tokenizer as tokenizer_lib
+  from jaxlm.data import tokenizer as tokenizer_lib
   try:
     tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer)
   except (ValueError, FileNotFoundError) as e:

@@ -280,7 +280,7 @@ def load_model(checkpoint: str):
 
 def chat_stop_ids(tokenizer) -> list[int]:
   """EOS plus the chat end-of-turn marker when the tokenizer has it."""
-  from data_pipeline import chat_format  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
   stops = [tokenizer.eos_id]
   try:
     stops.append(tokenizer.special_id(chat_format.END_OF_TURN))
@@ -341,7 +341,7 @@ def _main(argv):
                        "integers") from None
     # No tokenizer is needed here; one found with the checkpoint adds its stop ids and a
     # decoded line.
-    from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+    from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
     try:
       tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
     except FileNotFoundError:
@@ -355,8 +355,8 @@ def _main(argv):
     print(" ".join(map(str, new)))
     return
 
-  from data_pipeline import chat_format  # pylint: disable=import-outside-toplevel
-  from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
   texts = _prompt_texts()
   if FLAGS.chat:

@@ -10,8 +10,9 @@ import sysconfig
 import numpy as np
 import pytest
 
-from data_pipeline import shards
-from data_pipeline.tokenizer import load_tokenizer, train_tokenizer
+from jaxlm.data import shards
+from data_pipeline.tokenizer import train_tokenizer
+from jaxlm.data.tokenizer import load_tokenizer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 

@@ -8,7 +8,7 @@ import os
 import ml_collections
 import numpy as np
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 BOS, EOS = 2, 3
 

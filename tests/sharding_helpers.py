@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline import shards
+from jaxlm.data import shards
 
 BOS, EOS = 1, 2
 VOCAB = 256

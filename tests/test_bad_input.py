@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from configs import phase2, phase2_5, phase3
-from data_pipeline import shards as shards_lib
+from jaxlm.data import shards as shards_lib
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import input_pipeline
 from jaxlm import preflight

@@ -146,7 +146,7 @@ WEATHER_TOOL = {"name": "get_weather", "description": "Weather now",
 class ChatTokenizer(helpers.CharTokenizer):
   """Chat markers as single ids above the character range."""
   def __init__(self):
-    from data_pipeline import chat_format
+    from jaxlm.data import chat_format
     self.specials = {m: 300 + i for i, m in enumerate(chat_format.SPECIAL_TOKENS)}
 
   def special_id(self, piece):
@@ -180,7 +180,7 @@ def test_tools_suite_judges_validity_and_decisions(tmp_path):
     return [_encode_with_specials(tok, next(outputs)) for _ in prompts]
 
   result = eval_lib.tools_suite(generate_fn, tok, path)
-  from data_pipeline import chat_format
+  from jaxlm.data import chat_format
   assert seen_stops == [[tok.eos_id, tok.specials[chat_format.END_OF_TURN]]]
   assert result["call_rate"] == 0.75
   assert result["valid_call_rate"] == 0.25

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline import shards
+from jaxlm.data import shards
 from jaxlm import input_pipeline
 from tests.data_core_helpers import BOS, EOS, data_config, random_documents, write_shard_dir
 

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipeline import interleave, shards
+from data_pipeline import interleave
+from jaxlm.data import shards
 from tests.data_core_helpers import random_documents, tree_digest, write_shard_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import longctx_hard, shards
+from data_pipeline import longctx_hard
+from jaxlm.data import shards
 from tests.builders_helpers import (documents, read_jsonl, read_report, tokenizer,  # noqa: F401
                                     tokenizer_path, tree_digest, weighted_runs)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from configs import phase2
-from data_pipeline import shards as shards_lib
+from jaxlm.data import shards as shards_lib
 from data_pipeline import tool_synth
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import input_pipeline

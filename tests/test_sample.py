@@ -193,7 +193,7 @@ def test_chat_cli_handles_commands_and_tool_results(tiny_workdir, tmp_path):
 
 
 def test_chat_session_tool_round_trip():
-  from data_pipeline import chat_format
+  from jaxlm.data import chat_format
   tok = helpers.CharTokenizer()
   tok.special_id = lambda piece: 0
   replies = iter(['<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}'
@@ -250,7 +250,7 @@ def test_eval_cli_writes_json_next_to_the_checkpoint(tiny_workdir):
 
 
 def test_val_suite_matches_the_model_loss(tiny_workdir, tmp_path):
-  from data_pipeline import shards
+  from jaxlm.data import shards
   from jaxlm import eval as eval_lib
   rng = np.random.default_rng(0)
   vocab = tiny_workdir["model_config"]["vocab_size"]

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import chat_format, sft
+from data_pipeline import sft
+from jaxlm.data import chat_format
 from tests.builders_helpers import (documents, fixture, read_report, tokenizer,  # noqa: F401
                                     tokenizer_path, tree_digest, weighted_runs)
 

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipeline import import_bin, inspect as inspect_cli, shards, tfds_input
+from data_pipeline import import_bin, inspect as inspect_cli, tfds_input
+from jaxlm.data import shards
 from tests.data_core_helpers import (BOS, EOS, random_documents, train_tiny_tokenizer,
                                      tree_digest, write_shard_dir)
 
@@ -268,3 +269,41 @@ def test_tfds_refusals(tmp_path):
     next(tfds_input.iter_tfds_texts("jaxlm_tiny_text", data_dir, "train", field="body"))
   with pytest.raises(ValueError, match="split 'test'"):
     next(tfds_input.iter_tfds_texts("jaxlm_tiny_text", data_dir, "test"))
+
+
+def test_bin_glob_yields_only_token_shards_and_version_1_dirs_still_read(tmp_path):
+  """llm.c / nanoGPT loaders read DIR/*.bin: sidecars must not match it."""
+  import glob
+  import json
+  out = str(tmp_path / "d")
+  tokens = np.arange(2, 300, dtype=np.int64) % 250 + 2
+  weights = np.where(np.arange(tokens.size) % 3 == 0, 0, 1)
+  with shards.ShardDirWriter(out, vocab_size=256, bos_id=2, eos_id=3, shard_tokens=100) as w:
+    w.add("train", tokens, loss_weights=weights, source="a")
+    w.add("val", tokens, source="b")
+  train = os.path.join(out, "train")
+  bins = sorted(glob.glob(os.path.join(train, "*.bin")))
+  assert [os.path.basename(b) for b in bins] == ["shard_00000.bin", "shard_00001.bin",
+                                                  "shard_00002.bin"]
+  for b in bins:  # every *.bin is a real llm.c shard
+    shards.read_bin(b)
+  expected = shards.SplitDir(train).read(0, tokens.size)
+  np.testing.assert_array_equal(expected["tokens"], tokens)
+  np.testing.assert_array_equal(expected["loss_weights"], weights)
+  # A directory written before the rename (format version 1, .weights.bin/.sources.bin).
+  for name in os.listdir(train):
+    for kind in ("weights", "sources"):
+      if name.endswith(f".{kind}.u8"):
+        os.rename(os.path.join(train, name),
+                  os.path.join(train, name.replace(f".{kind}.u8", f".{kind}.bin")))
+  meta_path = os.path.join(train, "meta.json")
+  meta = json.load(open(meta_path))
+  meta["version"] = 1
+  json.dump(meta, open(meta_path, "w"))
+  old = shards.SplitDir(train).read(0, tokens.size)
+  for key in expected:
+    np.testing.assert_array_equal(old[key], expected[key])
+  meta["version"] = 99
+  json.dump(meta, open(meta_path, "w"))
+  with pytest.raises(shards.ShardError, match="meta.json: format version 99"):
+    shards.SplitDir(train)

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipeline import chat_format, tokenizer
+from data_pipeline import tokenizer
+from jaxlm.data import tokenizer as tokenizer_lib
+from jaxlm.data import chat_format
 from tests.data_core_helpers import stdlib_texts, train_tiny_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +29,7 @@ def test_trains_on_stdlib_files(tok):
   text = open(stdlib_texts()[1], encoding="utf-8").read()[:5000]
   assert len(tok.encode(text)) < 0.7 * len(text)
   assert tok.decode(tok.encode(text)) == text
-  again = tokenizer.load_tokenizer(tok.path)
+  again = tokenizer_lib.load_tokenizer(tok.path)
   assert again.sha256 == tok.sha256 and again.encode("def f(x):") == tok.encode("def f(x):")
 
 
@@ -79,11 +81,11 @@ def test_digits_are_split(tok):
 def test_bad_paths_are_named(tmp_path):
   missing = str(tmp_path / "missing.model")
   with pytest.raises(FileNotFoundError, match=missing):
-    tokenizer.load_tokenizer(missing)
+    tokenizer_lib.load_tokenizer(missing)
   junk = tmp_path / "junk.model"
   junk.write_bytes(b"this is not a sentencepiece model")
   with pytest.raises(ValueError, match=f"{junk} is not a SentencePiece model"):
-    tokenizer.load_tokenizer(str(junk))
+    tokenizer_lib.load_tokenizer(str(junk))
   no_input = str(tmp_path / "no_such.txt")
   with pytest.raises(FileNotFoundError, match=no_input):
     tokenizer.train_tokenizer([no_input], 400, str(tmp_path / "t"))

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from data_pipeline import builder_utils as bu
-from data_pipeline import chat_format, shards, tool_synth
+from data_pipeline import tool_synth
+from jaxlm.data import chat_format, shards
 from tests.builders_helpers import (documents, fixture, read_jsonl, read_report,  # noqa: F401
                                     tokenizer, tokenizer_path, tree_digest, weighted_runs)
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from data_pipeline.shards import ShardDirWriter
+from jaxlm.data.shards import ShardDirWriter
 
 VOCAB = 256
 BOS, EOS = 1, 2

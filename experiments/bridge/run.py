@@ -516,8 +516,8 @@ def chat_probe(checkpoint: str, tokenizer_path: str, prompts: Sequence[str],
   judged in format when generation reaches <|end|> within the budget before EOS, the reply
   is not empty, and it holds no role header or end-of-text of another turn.
   """
-  from data_pipeline import chat_format  # pylint: disable=import-outside-toplevel
-  from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
+  from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
   params, config = sample.load_model(checkpoint)
   tok = tokenizer_lib.load_tokenizer(tokenizer_path)

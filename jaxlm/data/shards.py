@@ -8,8 +8,11 @@ This is byte-compatible with llm.c, so shards move freely between the two stacks
 
 A *split directory* (`.../train`, `.../val`) holds `shard_00000.bin, ...`, optional sidecars
 with one byte per token, and a `meta.json` describing it:
-  shard_00000.weights.bin  uint8 loss weight per token (0 masked, 1 normal, >1 upweighted)
-  shard_00000.sources.bin  uint8 index into meta["sources"] per token (provenance)
+  shard_00000.weights.u8  uint8 loss weight per token (0 masked, 1 normal, >1 upweighted)
+  shard_00000.sources.u8  uint8 index into meta["sources"] per token (provenance)
+The sidecars do not end in `.bin`, so the usual loader glob `DIR/*.bin` (llm.c's, nanoGPT's)
+yields only token shards. Directories of format version 1 named them `.weights.bin` and
+`.sources.bin`; they still read (the suffix follows meta.json's "version").
 A *shard directory* holds a `train/` and a `val/` split directory.
 
 Documents are laid end to end; each starts with BOS and ends with EOS, so document (segment)
@@ -38,6 +41,10 @@ MAGIC_UINT16, VERSION_UINT16 = 20240520, 1
 MAGIC_UINT32, VERSION_UINT32 = 20240801, 7
 META_FILE = "meta.json"
 FORMAT_NAME = "jaxlm-shards"
+FORMAT_VERSION = 2
+# Sidecar suffix per meta.json version: version 1 ended them in .bin, which DIR/*.bin matched.
+SIDECAR_SUFFIXES = {1: {"weights": ".weights.bin", "sources": ".sources.bin"},
+                    2: {"weights": ".weights.u8", "sources": ".sources.u8"}}
 DEFAULT_SHARD_TOKENS = 100_000_000  # llm.c's shard size
 
 
@@ -238,8 +245,9 @@ class _SplitWriter:
     name = f"shard_{len(self.shards):05d}"
     base = os.path.join(self.directory, name)
     write_bin(base + ".bin", tokens[:n], self.dtype)
-    atomic_write_bytes(base + ".weights.bin", [weights[:n]])
-    atomic_write_bytes(base + ".sources.bin", [sources[:n]])
+    suffix = SIDECAR_SUFFIXES[FORMAT_VERSION]
+    atomic_write_bytes(base + suffix["weights"], [weights[:n]])
+    atomic_write_bytes(base + suffix["sources"], [sources[:n]])
     counts = np.bincount(sources[:n], minlength=1)
     self.shards.append({"file": name + ".bin", "tokens": int(n),
                         "source_counts": [int(c) for c in counts]})
@@ -251,7 +259,8 @@ class _SplitWriter:
       self._flush(self._buffered)
     if not self.has_weights:  # all ones: the sidecar carries no information
       for shard in self.shards:
-        os.unlink(os.path.join(self.directory, shard["file"].replace(".bin", ".weights.bin")))
+        os.unlink(os.path.join(self.directory, shard["file"][:-len(".bin")]
+                               + SIDECAR_SUFFIXES[FORMAT_VERSION]["weights"]))
 
 
 class ShardDirWriter:
@@ -332,7 +341,7 @@ class ShardDirWriter:
     for split, w in self._splits.items():
       w.close()
       meta = {
-          "format": FORMAT_NAME, "version": 1, "split": split,
+          "format": FORMAT_NAME, "version": FORMAT_VERSION, "split": split,
           "tokenizer": self.tokenizer, "vocab_size": self.vocab_size,
           "token_dtype": self.dtype.name, "bos_id": self.bos_id, "eos_id": self.eos_id,
           "sources": self.sources, "has_loss_weights": w.has_weights,
@@ -365,6 +374,9 @@ def load_meta(split_dir: str) -> dict:
     raise ShardError(f"{path}: not valid JSON ({e})") from None
   if meta.get("format") != FORMAT_NAME:
     raise ShardError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+  if meta.get("version", 1) not in SIDECAR_SUFFIXES:
+    raise ShardError(f"{path}: format version {meta.get('version')!r} is newer than this jaxlm "
+                     f"reads (versions {sorted(SIDECAR_SUFFIXES)}); update jaxlm")
   return meta
 
 
@@ -377,6 +389,7 @@ class SplitDir:
   def __post_init__(self):
     self.meta = load_meta(self.path)
     self.shards, self.weights, self.source_ids = [], [], []
+    suffix = SIDECAR_SUFFIXES[self.meta.get("version", 1)]
     for entry in self.meta["shards"]:
       file = os.path.join(self.path, entry["file"])
       if not os.path.exists(file):
@@ -385,8 +398,8 @@ class SplitDir:
       if tokens.size != entry["tokens"]:
         raise ShardError(f"{file}: {tokens.size} tokens, meta.json says {entry['tokens']}")
       self.shards.append(tokens)
-      self.weights.append(self._sidecar(file, ".weights.bin", tokens.size))
-      self.source_ids.append(self._sidecar(file, ".sources.bin", tokens.size))
+      self.weights.append(self._sidecar(file, suffix["weights"], tokens.size))
+      self.source_ids.append(self._sidecar(file, suffix["sources"], tokens.size))
     sizes = [s.size for s in self.shards]
     self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     self.num_tokens = int(self.offsets[-1])
