@@ -13,19 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-# The default model of every phase: Llama-style, ~349M params (untied embeddings).
-# Per layer: attention 1024x(1024 + 2*512 + 1024) = 3.1M, SwiGLU MLP 3x1024x2816 = 8.7M;
-# x24 layers = 283M, plus 2 x 32000x1024 embedding/unembedding = 66M.
-# All phases share these shapes so that each phase can init_from the previous one.
-MODEL_350M = dict(
-    vocab_size=32000,
-    d_model=1024,
-    n_layers=24,
-    n_heads=16,
-    n_kv_heads=8,
-    head_dim=64,
-    mlp_dim=2816,
-)
+from jaxlm import model as model_lib
 
 # A model that trains on a CPU in seconds (the `tiny` config argument).
 MODEL_TINY = dict(
@@ -37,43 +25,6 @@ MODEL_TINY = dict(
     head_dim=16,
     mlp_dim=128,
 )
-
-
-def get_model_config(**overrides) -> ml_collections.ConfigDict:
-  """`config.model`: everything `jaxlm.model.Transformer` needs to build the network."""
-  m = ml_collections.ConfigDict()
-  m.vocab_size = 32000  # must equal the tokenizer's (and the shards' meta.json) vocab size
-  m.d_model = 1024  # residual stream width
-  m.n_layers = 24
-  m.n_heads = 16  # query heads
-  m.n_kv_heads = 8  # key/value heads (grouped-query attention; = n_heads for plain MHA)
-  m.head_dim = 64  # per-head width (0 = d_model // n_heads)
-  m.mlp_dim = 2816  # SwiGLU hidden width (~8/3 d_model, rounded to a multiple of 256)
-  m.max_seq_len = 2048  # longest sequence the model is built for (phases set = seq_len)
-  m.rope_theta = 10_000.0  # RoPE base frequency; phase2_5 raises it to 500k for 8k context
-  m.rope_scaling = "none"  # 'none' | 'linear' | 'ntk' | 'yarn' (context extension schemes)
-  m.rope_scaling_factor = 1.0  # extension factor for linear / ntk / yarn
-  m.rope_original_max_len = 2048  # context length the RoPE base was trained at
-  m.tie_embeddings = False  # share the input embedding with the output projection
-  m.norm_eps = 1e-5  # RMSNorm epsilon
-  m.param_dtype = "float32"  # master weights (optimizer updates stay in float32)
-  m.compute_dtype = "bfloat16"  # activations / matmuls
-  # Attention backend (jaxlm/attention.py): 'auto' | 'cudnn' | 'xla' | 'blockwise' |
-  # 'splash'. 'auto' picks cudnn flash attention on NVIDIA GPUs when it can (no
-  # document mask), else the pure-JAX blockwise kernel.
-  m.attention = "auto"
-  m.attention_block_size = 512  # key/value block of the blockwise kernel
-  # Activation checkpointing per layer: 'none' | 'save_matmuls' | 'full' (least memory).
-  m.remat = "none"
-  m.scan_layers = True  # nn.scan over layers: one compiled layer, fast compiles
-  # Attend across document boundaries inside a packed window? True (GPT-style packing)
-  # keeps positions 0..T-1 over the whole window and lets cudnn flash attention run.
-  # False masks attention to the current document (batch segment_ids) and restarts
-  # positions at each document; phase 3 uses it for its SFT conversations.
-  m.cross_document_attention = True
-  m.init_std = 0.02  # normal init std (o_proj/down_proj further scaled by 1/sqrt(2 n_layers))
-  m.update(overrides)
-  return m
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -129,7 +80,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
   c.optimizer.grad_clip = 1.0  # clip by global norm (0 = off)
 
-  c.model = get_model_config()
+  # Model keys, defaults and meanings live in one place: jaxlm/model.py default_config().
+  c.model = model_lib.default_config()
 
   # --- Data reader (jaxlm.input_pipeline).
   c.data = ml_collections.ConfigDict()

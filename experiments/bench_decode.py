@@ -46,7 +46,7 @@ SMALL = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, he
 def _model_config(small: bool):
   model = phase2_5.get_config().model
   config = model_lib.model_config({k: v for k, v in model.to_dict().items()
-                                   if k in model_lib.DEFAULTS})
+                                   if k in model_lib.default_config()})
   if small:
     config.update(SMALL)
   return config

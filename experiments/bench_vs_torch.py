@@ -67,11 +67,8 @@ def model_config(size: str, seq_len: int) -> ml_collections.ConfigDict:
 
 def flop_counts(size: str, seq_len: int) -> tuple[float, float]:
   """(FLOPs per token as jaxlm counts them, the same with causal-halved attention)."""
-  from jaxlm import model as model_lib
-  cfg = model_config(size, seq_len)
-  full = model_lib.flops_per_token(cfg, seq_len)
-  attention = 12 * cfg.n_layers * cfg.n_heads * model_lib.head_dim(cfg) * seq_len
-  return full, full - attention / 2
+  from jaxlm import bench
+  return bench.flop_counts(model_config(size, seq_len), seq_len)
 
 
 # --------------------------------------------------------------------------- jaxlm side

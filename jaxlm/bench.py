@@ -91,10 +91,8 @@ def attention_backend(model_config, seq_len: int) -> str:
 
 def flop_counts(model_config, seq_len: int) -> tuple[float, float]:
   """(FLOPs per token as jaxlm.model counts them, the same with causal-halved attention)."""
-  full = float(model_lib.flops_per_token(model_config, seq_len))
-  attention = 12.0 * model_config.n_layers * model_config.n_heads * model_lib.head_dim(
-      model_config) * seq_len
-  return full, full - attention / 2
+  return (model_lib.flops_per_token(model_config, seq_len),
+          model_lib.flops_per_token(model_config, seq_len, causal=True))
 
 
 def peak_memory_bytes() -> int | None:

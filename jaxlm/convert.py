@@ -156,7 +156,7 @@ def hf_config_to_model_config(hf_config) -> dict:
 
 def model_config_to_hf_config(model_config) -> dict:
   cfg = model_lib.model_config({k: v for k, v in dict(model_config).items()
-                                if k in model_lib.DEFAULTS})
+                                if k in model_lib.default_config()})
   theta = float(cfg.rope_theta)
   rope = {"rope_type": "default", "rope_theta": theta}
   if cfg.rope_scaling == "ntk":

@@ -48,27 +48,6 @@ def peak_flops_per_device(device_kind: str | None = None) -> float | None:
   return None
 
 
-def flops_per_token(model_config, seq_len: int) -> float:
-  """Training FLOPs per token (forward + backward).
-
-  Uses jaxlm.model.flops_per_token when the model module provides it; otherwise the
-  PaLM-appendix estimate 6N + 12 * layers * seq_len * attention width, where N counts
-  the matmul params (embedding lookup excluded, output projection included).
-  """
-  try:
-    from jaxlm import model as model_lib
-    if hasattr(model_lib, "flops_per_token"):
-      return float(model_lib.flops_per_token(model_config, seq_len))
-  except ImportError:
-    pass
-  m = model_config
-  q_width = m.n_heads * m.head_dim
-  kv_width = m.n_kv_heads * m.head_dim
-  per_layer = m.d_model * (2 * q_width + 2 * kv_width) + 3 * m.d_model * m.mlp_dim
-  matmul_params = m.n_layers * per_layer + m.d_model * m.vocab_size
-  return 6.0 * matmul_params + 12.0 * m.n_layers * seq_len * q_width
-
-
 class MetricWriter:
   """Appends scalars to workdir/metrics.jsonl and (optionally) TensorBoard events."""
 

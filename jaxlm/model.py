@@ -53,14 +53,14 @@ layer axis; with scan_layers=False the blocks are 'layers_0', 'layers_1', ...):
 
 Accounting:
     count_params(config, non_embedding=True)
-    flops_per_token(config, seq_len): training FLOPs per token (forward + backward),
-        following the PaLM appendix-B formula  6 * N + 12 * L * n_heads * head_dim * T
-        with NO causal halving (attention is counted as if dense, the usual MFU
-        convention). N counts every weight that takes part in a matmul per token: the
+    flops_per_token(config, seq_len, causal=False): training FLOPs per token (forward +
+        backward), following the PaLM appendix-B formula  6 * N + 12 * L * n_heads *
+        head_dim * T; attention counted as if dense (the usual MFU convention) unless
+        causal=True, which halves the attention term. N counts every weight that takes part in a matmul per token: the
         non-embedding parameters plus the LM head (D*V, counted even when tied, since
         the head matmul is real compute); the embedding lookup is free.
 
-Config keys (config.model; missing keys take the values in DEFAULTS).
+Config keys: `default_config()` below, each with its default and meaning.
 """
 from __future__ import annotations
 
@@ -76,79 +76,97 @@ import numpy as np
 
 from jaxlm import attention as attention_lib
 
-DEFAULTS = dict(
-    vocab_size=32000,
-    d_model=768,
-    n_layers=12,
-    n_heads=12,
-    n_kv_heads=4,
-    head_dim=0,  # 0 = d_model // n_heads
-    mlp_dim=2048,
-    max_seq_len=2048,
-    rope_theta=10000.0,
-    rope_scaling="none",  # none | linear | ntk | yarn
-    rope_scaling_factor=1.0,
-    rope_original_max_len=2048,
-    tie_embeddings=True,
-    norm_eps=1e-5,
-    param_dtype="float32",
-    compute_dtype="bfloat16",
-    attention="auto",  # cudnn | xla | blockwise | splash | auto
-    attention_block_size=512,
-    remat="none",  # none | save_matmuls | full
-    scan_layers=True,
-    cross_document_attention=True,
-    init_std=0.02,
-)
+def default_config() -> ml_collections.ConfigDict:
+  """`config.model`: every key the network reads, with its default and meaning.
+
+  This is the one place model defaults live: configs/common.py, sampling, conversion and
+  the README refer here. The defaults are the phases' ~349M model (untied embeddings):
+  per layer attention 1024 x (1024 + 2*512 + 1024) = 3.1M and SwiGLU 3 x 1024 x 2816 =
+  8.7M; x24 layers = 283M, plus 2 x 32000 x 1024 embedding and head = 66M. All phases
+  share these shapes so that each phase can init_from the previous one.
+  """
+  m = ml_collections.ConfigDict()
+  m.vocab_size = 32000  # must equal the tokenizer's (and the shards' meta.json) vocab size
+  m.d_model = 1024  # residual stream width
+  m.n_layers = 24
+  m.n_heads = 16  # query heads
+  m.n_kv_heads = 8  # key/value heads (grouped-query attention; = n_heads for plain MHA)
+  m.head_dim = 0  # per-head width; 0 = d_model // n_heads (64 for the default model)
+  m.mlp_dim = 2816  # SwiGLU hidden width (~8/3 d_model, rounded to a multiple of 256)
+  m.max_seq_len = 2048  # longest sequence the model is built for (phases set = seq_len)
+  m.rope_theta = 10_000.0  # RoPE base frequency; phase2_5 raises it to 500k for 8k context
+  m.rope_scaling = "none"  # 'none' | 'linear' | 'ntk' | 'yarn' (context extension schemes)
+  m.rope_scaling_factor = 1.0  # extension factor for linear / ntk / yarn
+  m.rope_original_max_len = 2048  # context length the RoPE base was trained at
+  m.tie_embeddings = False  # share the input embedding with the output projection
+  m.norm_eps = 1e-5  # RMSNorm epsilon
+  m.param_dtype = "float32"  # master weights (optimizer updates stay in float32)
+  # Activations / matmuls. Recorded with every checkpoint, so sampling computes as the
+  # model was trained (a float32 HF import samples in float32); --compute_dtype overrides.
+  m.compute_dtype = "bfloat16"
+  # Attention backend (jaxlm/attention.py): 'auto' | 'cudnn' | 'xla' | 'blockwise' |
+  # 'splash'. 'auto' picks cudnn flash attention on NVIDIA GPUs when it can (no
+  # document mask), else the pure-JAX blockwise kernel.
+  m.attention = "auto"
+  m.attention_block_size = 512  # key/value block of the blockwise kernel
+  # Activation checkpointing per layer: 'none' | 'save_matmuls' | 'full' (least memory).
+  m.remat = "none"
+  m.scan_layers = True  # nn.scan over layers: one compiled layer, fast compiles
+  # Attend across document boundaries inside a packed window? True (GPT-style packing)
+  # keeps positions 0..T-1 over the whole window and lets cudnn flash attention run.
+  # False masks attention to the current document (batch segment_ids) and restarts
+  # positions at each document; phase 3 uses it for its SFT conversations.
+  m.cross_document_attention = True
+  m.init_std = 0.02  # normal init std (o_proj/down_proj further scaled by 1/sqrt(2 n_layers))
+  return m
+
 
 ROPE_SCALINGS = ("none", "linear", "ntk", "yarn")
 REMAT_POLICIES = ("none", "save_matmuls", "full")
 
 
 def model_config(overrides: dict | ml_collections.ConfigDict | None = None):
-  """A complete model ConfigDict: DEFAULTS updated with `overrides` (unknown keys refused)."""
+  """A complete model ConfigDict: `default_config()` updated with `overrides`.
+
+  Unknown keys are refused; a checkpoint written before a key existed gets its default.
+  """
+  config = default_config()
   overrides = dict(overrides or {})
-  unknown = sorted(set(overrides) - set(DEFAULTS))
+  unknown = sorted(set(overrides) - set(config))
   if unknown:
-    raise ValueError(f"unknown model config keys {unknown}; known: {sorted(DEFAULTS)}")
-  return ml_collections.ConfigDict({**DEFAULTS, **overrides})
-
-
-def _get(config, key):
-  try:
-    return config[key]
-  except (KeyError, AttributeError):
-    return DEFAULTS[key]
+    raise ValueError(f"unknown model config keys {unknown}; known: {sorted(config)}")
+  config.update(overrides)
+  return config
 
 
 def head_dim(config) -> int:
-  return int(_get(config, "head_dim")) or int(_get(config, "d_model")) // int(
-      _get(config, "n_heads"))
+  return int(config.head_dim) or int(config.d_model) // int(
+      config.n_heads)
 
 
 def _dtype(config, key):
-  return jnp.dtype(_get(config, key))
+  return jnp.dtype(config[key])
 
 
 def _validate(config):
-  if _get(config, "rope_scaling") not in ROPE_SCALINGS:
-    raise ValueError(f"config.model.rope_scaling={_get(config, 'rope_scaling')!r}; "
+  if config.rope_scaling not in ROPE_SCALINGS:
+    raise ValueError(f"config.model.rope_scaling={config.rope_scaling!r}; "
                      f"expected one of {ROPE_SCALINGS}")
-  if _get(config, "remat") not in REMAT_POLICIES:
-    raise ValueError(f"config.model.remat={_get(config, 'remat')!r}; expected one of "
+  if config.remat not in REMAT_POLICIES:
+    raise ValueError(f"config.model.remat={config.remat!r}; expected one of "
                      f"{REMAT_POLICIES}")
-  if _get(config, "attention") not in attention_lib.IMPLEMENTATIONS:
-    raise ValueError(f"config.model.attention={_get(config, 'attention')!r}; expected "
+  if config.attention not in attention_lib.IMPLEMENTATIONS:
+    raise ValueError(f"config.model.attention={config.attention!r}; expected "
                      f"one of {attention_lib.IMPLEMENTATIONS}")
-  if _get(config, "n_heads") % _get(config, "n_kv_heads"):
-    raise ValueError(f"config.model.n_heads={_get(config, 'n_heads')} is not a multiple "
-                     f"of n_kv_heads={_get(config, 'n_kv_heads')}")
+  if config.n_heads % config.n_kv_heads:
+    raise ValueError(f"config.model.n_heads={config.n_heads} is not a multiple "
+                     f"of n_kv_heads={config.n_kv_heads}")
   if head_dim(config) % 2:
     raise ValueError(f"head_dim={head_dim(config)} must be even for RoPE")
 
 
 def _init(config, scale=1.0):
-  return nn.initializers.normal(stddev=float(_get(config, "init_std")) * scale)
+  return nn.initializers.normal(stddev=float(config.init_std) * scale)
 
 
 # --------------------------------------------------------------------------- RMSNorm
@@ -163,7 +181,7 @@ class RMSNorm(nn.Module):
                        _dtype(self.config, "param_dtype"))
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True)
-                              + _get(self.config, "norm_eps"))
+                              + self.config.norm_eps)
     # Like HF Llama: normalise in float32, scale after casting back.
     return scale.astype(_dtype(self.config, "compute_dtype")) * x32.astype(
         _dtype(self.config, "compute_dtype"))
@@ -181,9 +199,9 @@ def rope_frequencies(config) -> tuple[np.ndarray, float]:
   Raising the base alone is just a larger rope_theta with rope_scaling='none'.
   """
   dim = head_dim(config)
-  base = float(_get(config, "rope_theta"))
-  kind = _get(config, "rope_scaling")
-  factor = float(_get(config, "rope_scaling_factor"))
+  base = float(config.rope_theta)
+  kind = config.rope_scaling
+  factor = float(config.rope_scaling_factor)
   exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
   if kind == "ntk":
     base = base * factor ** (dim / (dim - 2))
@@ -192,7 +210,7 @@ def rope_frequencies(config) -> tuple[np.ndarray, float]:
   if kind == "linear":
     inv_freq = inv_freq / factor
   elif kind == "yarn":
-    original = float(_get(config, "rope_original_max_len"))
+    original = float(config.rope_original_max_len)
     # Dimension index whose wavelength completes `rotations` turns over the original length.
     def dim_for(rotations):
       return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
@@ -239,8 +257,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x, positions, segment_ids, decode_mask, cache_index):
     cfg = self.config
-    n, kv, h = _get(cfg, "n_heads"), _get(cfg, "n_kv_heads"), head_dim(cfg)
-    residual_scale = 1.0 / math.sqrt(2 * _get(cfg, "n_layers"))
+    n, kv, h = cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
+    residual_scale = 1.0 / math.sqrt(2 * cfg.n_layers)
     q = _dense(cfg, (n, h), "q_proj")(x)
     k = _dense(cfg, (kv, h), "k_proj")(x)
     v = _dense(cfg, (kv, h), "v_proj")(x)
@@ -257,8 +275,8 @@ class Attention(nn.Module):
       out = attention_lib.masked_attention(q, cached_k.value, cached_v.value, decode_mask)
     else:
       out = attention_lib.attend(q, k, v, segment_ids,
-                                 implementation=_get(cfg, "attention"),
-                                 block_size=_get(cfg, "attention_block_size"))
+                                 implementation=cfg.attention,
+                                 block_size=cfg.attention_block_size)
     return _dense(cfg, x.shape[-1], "o_proj", axis=(-2, -1), init_scale=residual_scale)(out)
 
 
@@ -271,10 +289,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    f = _get(cfg, "mlp_dim")
+    f = cfg.mlp_dim
     gate = _dense(cfg, f, "gate_proj")(x)
     up = _dense(cfg, f, "up_proj")(x)
-    residual_scale = 1.0 / math.sqrt(2 * _get(cfg, "n_layers"))
+    residual_scale = 1.0 / math.sqrt(2 * cfg.n_layers)
     return _dense(cfg, x.shape[-1], "down_proj", init_scale=residual_scale)(
         nn.silu(gate) * up)
 
@@ -298,7 +316,7 @@ class Block(nn.Module):
 
 
 def _remat(block_cls, config, scanned):
-  policy = _get(config, "remat")
+  policy = config.remat
   if policy == "none":
     return block_cls
   saveable = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
@@ -316,7 +334,7 @@ class LMHead(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    kernel = self.param("kernel", _init(cfg), (x.shape[-1], _get(cfg, "vocab_size")),
+    kernel = self.param("kernel", _init(cfg), (x.shape[-1], cfg.vocab_size),
                         _dtype(cfg, "param_dtype"))
     return jnp.einsum("btd,dv->btv", x, kernel.astype(x.dtype),
                       preferred_element_type=jnp.float32)
@@ -333,14 +351,14 @@ class Transformer(nn.Module):
     _validate(cfg)
     b, t = tokens.shape
     cd = _dtype(cfg, "compute_dtype")
-    embed = nn.Embed(_get(cfg, "vocab_size"), _get(cfg, "d_model"), name="embed",
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed",
                      embedding_init=_init(cfg), dtype=cd,
                      param_dtype=_dtype(cfg, "param_dtype"))
     x = embed(tokens).astype(cd)
 
     decode_mask = cache_index = None
     if decode:
-      cache_len = int(self.cache_len or _get(cfg, "max_seq_len"))
+      cache_len = int(self.cache_len or cfg.max_seq_len)
       index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
       slot_segments = self.variable("cache", "segment_ids", jnp.ones, (b, cache_len),
                                     jnp.int32)
@@ -361,26 +379,26 @@ class Transformer(nn.Module):
       cache_len = 0
       if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-      if _get(cfg, "cross_document_attention"):
+      if cfg.cross_document_attention:
         segment_ids = None
 
-    scanned = bool(_get(cfg, "scan_layers"))
+    scanned = bool(cfg.scan_layers)
     block_cls = Block if decode else _remat(Block, cfg, scanned)
     if scanned:
       layers = nn.scan(block_cls, variable_axes={"params": 0, "cache": 0},
                        split_rngs={"params": True}, in_axes=(nn.broadcast,) * 4,
-                       length=_get(cfg, "n_layers"))
+                       length=cfg.n_layers)
       x, _ = layers(cfg, decode, cache_len, name="layers")(
           x, positions, segment_ids, decode_mask, cache_index)
     else:
-      for i in range(_get(cfg, "n_layers")):
+      for i in range(cfg.n_layers):
         x, _ = block_cls(cfg, decode, cache_len, name=f"layers_{i}")(
             x, positions, segment_ids, decode_mask, cache_index)
 
     x = RMSNorm(cfg, name="final_norm")(x)
     if return_hidden and not self.is_initializing():
       return x
-    if _get(cfg, "tie_embeddings"):
+    if cfg.tie_embeddings:
       return jnp.einsum("btd,vd->btv", x, embed.embedding.astype(cd),
                         preferred_element_type=jnp.float32)
     return LMHead(cfg, name="lm_head")(x)
@@ -394,7 +412,7 @@ def init_params(config, rng, seq_len: int = 8):
 
 def init_cache(config, batch_size: int, max_len: int | None = None):
   """An empty KV cache for `batch_size` rows and `max_len` slots (default max_seq_len)."""
-  model = Transformer(config, cache_len=max_len or _get(config, "max_seq_len"))
+  model = Transformer(config, cache_len=max_len or config.max_seq_len)
   shapes = jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((batch_size, 1), jnp.int32),
                          decode=True))["cache"]
@@ -409,7 +427,7 @@ def init_cache(config, batch_size: int, max_len: int | None = None):
 
 def lm_head_matrix(params, config):
   """The [D, V] output projection (embedding transposed when embeddings are tied)."""
-  if _get(config, "tie_embeddings"):
+  if config.tie_embeddings:
     return params["embed"]["embedding"].T
   return params["lm_head"]["kernel"]
 
@@ -496,26 +514,27 @@ def chunked_cross_entropy_loss(hidden, head, targets, loss_weights=None,
 
 def count_params(config, non_embedding: bool = True) -> int:
   """Parameter count; non_embedding excludes the embedding table and an untied LM head."""
-  d, L = _get(config, "d_model"), _get(config, "n_layers")
-  n, kv, h, f = _get(config, "n_heads"), _get(config, "n_kv_heads"), head_dim(config), \
-      _get(config, "mlp_dim")
+  d, L = config.d_model, config.n_layers
+  n, kv, h, f = config.n_heads, config.n_kv_heads, head_dim(config), config.mlp_dim
   per_layer = d * n * h * 2 + d * kv * h * 2 + 3 * d * f + 2 * d
   body = L * per_layer + d  # + final norm
   if non_embedding:
     return int(body)
-  v = _get(config, "vocab_size")
-  return int(body + v * d * (1 if _get(config, "tie_embeddings") else 2))
+  v = config.vocab_size
+  return int(body + v * d * (1 if config.tie_embeddings else 2))
 
 
-def flops_per_token(config, seq_len: int) -> float:
+def flops_per_token(config, seq_len: int, causal: bool = False) -> float:
   """Training FLOPs per token: 6 * (N_non_embedding + D*V) + 12 * L * n_heads * head_dim * T.
 
-  PaLM appendix-B convention, attention counted without causal halving.
+  The one FLOPs formula of the project (trainer MFU, bench, experiments). PaLM appendix-B
+  convention: by default attention is counted as if dense (the usual MFU convention);
+  `causal=True` halves the attention term, counting only the work a causal kernel does
+  (the convention of the reference throughput figures).
   """
-  n = count_params(config, non_embedding=True) + _get(config, "d_model") * _get(
-      config, "vocab_size")
-  attn = 12 * _get(config, "n_layers") * _get(config, "n_heads") * head_dim(config) * seq_len
-  return float(6 * n + attn)
+  n = count_params(config, non_embedding=True) + config.d_model * config.vocab_size
+  attn = 12 * config.n_layers * config.n_heads * head_dim(config) * seq_len
+  return float(6 * n + (attn / 2 if causal else attn))
 
 
 # --------------------------------------------------------------------------- layouts

@@ -36,7 +36,7 @@ from jaxlm import model as model_lib
 # seed (or resume) a model that agrees on all of them.
 ARCHITECTURE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
                      "mlp_dim", "tie_embeddings", "scan_layers")
-DEFAULT_ROPE_THETA = model_lib.DEFAULTS["rope_theta"]
+DEFAULT_ROPE_THETA = model_lib.default_config().rope_theta
 
 
 class PreflightError(ValueError):
@@ -151,7 +151,7 @@ def tokenizer_problems(config, metas) -> list[str]:
 
 def architecture(model_config: Mapping[str, Any]) -> dict[str, Any]:
   """The shape-deciding settings of a model config (defaults filled, head_dim resolved)."""
-  full = {**model_lib.DEFAULTS, **dict(model_config)}
+  full = model_lib.model_config(model_config)
   out = {key: full[key] for key in ARCHITECTURE_KEYS}
   out["head_dim"] = model_lib.head_dim(full)
   return out
@@ -218,7 +218,7 @@ def rope_problems(model_config, seq_len: int, start_config: Mapping[str, Any] | 
     return []
   theta = float(model_config.rope_theta)
   if start_config is not None:
-    start = {**model_lib.DEFAULTS, **dict(start_config)}
+    start = model_lib.model_config(start_config)
     start_theta = float(start["rope_theta"])
     if theta > start_theta:
       return []

@@ -46,10 +46,10 @@ PREFILL_CHUNK = 512
 
 def as_model_config(model_config: Mapping[str, Any] | ml_collections.ConfigDict
                     ) -> ml_collections.ConfigDict:
-  """A ConfigDict for `Transformer` from a checkpoint's model_config dict (or a ConfigDict)."""
+  """A complete ConfigDict for `Transformer` from a checkpoint's model_config dict."""
   if isinstance(model_config, ml_collections.ConfigDict):
-    return model_config
-  return ml_collections.ConfigDict(dict(model_config))
+    model_config = model_config.to_dict()
+  return model_lib.model_config(model_config)
 
 
 def _config_key(config: ml_collections.ConfigDict) -> str:
@@ -194,7 +194,7 @@ def generate(params, model_config, prompt_ids: Sequence[Sequence[int]], max_new_
   prompts = [list(map(int, p)) for p in prompt_ids]
   if not prompts:
     return []
-  vocab = int(config.get("vocab_size", model_lib.DEFAULTS["vocab_size"]))
+  vocab = int(config.vocab_size)
   for i, p in enumerate(prompts):
     if not p:
       raise ValueError(f"prompt {i} is empty; give at least one token (e.g. BOS)")

@@ -358,7 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   logging.info("Model: %s params; %d tokens per optimizer step; mesh %s.",
                f"{num_params:,}", tokens_per_step, dict(program.mesh.shape))
 
-  flops_per_token = metrics_lib.flops_per_token(model_config, config.seq_len)
+  flops_per_token = model_lib.flops_per_token(model_config, config.seq_len)
   peak = metrics_lib.peak_flops_per_device()
   peak_total = peak * program.mesh.size if peak else None
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard,

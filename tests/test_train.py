@@ -282,5 +282,3 @@ def test_peak_flops_table_and_flops_per_token():
   assert metrics_lib.peak_flops_per_device("NVIDIA A100-SXM4-40GB") == 312e12
   assert metrics_lib.peak_flops_per_device("NVIDIA A10G") == 125e12
   assert metrics_lib.peak_flops_per_device("cpu") is None  # -> MFU omitted on CPU
-  config = model_lib.model_config(train_helpers.TINY_MODEL)
-  assert metrics_lib.flops_per_token(config, 32) == model_lib.flops_per_token(config, 32)
