@@ -127,6 +127,28 @@ def write_run_config(directory: str, config: Mapping[str, Any]) -> None:
   os.replace(tmp, path)
 
 
+def find_run_config(checkpoint: str, parents: int = 3) -> tuple[str, dict]:
+  """(path, dict) of the run config recorded with `checkpoint`, or ("", {}) if none.
+
+  Looks in the checkpoint directory and up to `parents` parents: a final tag holds its
+  own config.json; a step of workdir/latest or workdir/best finds workdir/config.json.
+  """
+  directory = os.path.abspath(checkpoint)
+  for _ in range(parents + 1):
+    path = os.path.join(directory, RUN_CONFIG_FILE)
+    if os.path.exists(path):
+      try:
+        with open(path, encoding="utf-8") as f:
+          config = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+      if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a JSON object")
+      return path, config
+    directory = os.path.dirname(directory)
+  return "", {}
+
+
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)

@@ -32,21 +32,18 @@ config.eval_during_training is set: a short passkey run whose numbers go to metr
 
 from __future__ import annotations
 
+import argparse
 import collections
+import dataclasses
 import json
 import os
 import sys
 import tempfile
 from typing import Any, Callable, Iterable, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
-
 from jaxlm import eval_tasks
 
 GenerateFn = Callable[[list[list[int]], int, Sequence[int]], list[list[int]]]
-SUITES = ("passkey", "ruler", "longctx", "tools", "val")
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TOOLS_MAX_NEW_TOKENS = 128
 
@@ -247,53 +244,41 @@ def tools_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 0,
 # ------------------------------------------------------------------------------ val loss
 
 
-def val_suite(params, model_config, val_dir: str, seq_len: int = 0, val_batches: int = 20,
-              val_batch_size: int = 8) -> dict[str, Any]:
-  """Mean token NLL (weighted by loss_weights) overall and per source of a split dir."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from configs import common  # pylint: disable=import-outside-toplevel
+def val_suite(params, model_config, checkpoint: str = "", val_dir: str = "", seq_len: int = 0,
+              val_batches: int = 0, val_batch_size: int = 0) -> dict[str, Any]:
+  """Val loss overall and per source, computed exactly as the trainer validates.
+
+  Uses `jaxlm.validation` (the trainer's own loss) on the trainer's batches: by default
+  the val_dir, seq_len, val_batches and val_batch_size of the run config recorded next to
+  `checkpoint` (workdir/config.json or the final tag's config.json), so the numbers equal
+  the trainer's last validation of that checkpoint. Arguments override them.
+  """
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from jaxlm import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import input_pipeline  # pylint: disable=import-outside-toplevel
-  from jaxlm import model as model_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
+  from jaxlm import validation  # pylint: disable=import-outside-toplevel
 
-  config = common.get_base_config()
   model_config = sample.as_model_config(model_config)
-  config.val_dir = val_dir
-  config.seq_len = int(seq_len or model_config.get("max_seq_len", 2048))
-  config.val_batches = val_batches
-  config.val_batch_size = val_batch_size
-  batches, sources = input_pipeline.make_val_batches(
-      config, vocab_size=int(model_config.get("vocab_size", 32000)))
-  model = model_lib.Transformer(model_config)
-
-  @jax.jit
-  def nll_fn(params, batch):
-    hidden = model.apply({"params": params}, batch["inputs"], positions=batch["positions"],
-                         segment_ids=batch["segment_ids"], return_hidden=True)
-    return model_lib.token_nll(hidden, model_lib.lm_head_matrix(params, model_config),
-                               batch["targets"])
-
-  weighted = collections.defaultdict(float)
-  weights = collections.defaultdict(float)
-  for batch in batches:
-    inputs = {k: batch[k] for k in ("inputs", "targets", "positions", "segment_ids")}
-    nll = np.asarray(nll_fn(params, inputs), np.float64)
-    w = np.asarray(batch["loss_weights"], np.float64)
-    for source_id in np.unique(batch["source_ids"]):
-      mask = batch["source_ids"] == source_id
-      weighted[int(source_id)] += float(np.sum(nll[mask] * w[mask]))
-      weights[int(source_id)] += float(np.sum(w[mask]))
-
-  def name(i):
-    return sources[i] if 0 <= i < len(sources) else "unknown"
-
-  total_w = sum(weights.values())
+  run_config_path, run = checkpoint_lib.find_run_config(checkpoint) if checkpoint else ("", {})
+  settings = ml_collections.ConfigDict({
+      "val_dir": val_dir or run.get("val_dir") or "",
+      "seq_len": int(seq_len or run.get("seq_len") or model_config.max_seq_len),
+      "val_batches": int(val_batches or run.get("val_batches") or 20),
+      "val_batch_size": int(val_batch_size or run.get("val_batch_size") or 8),
+  })
+  if not settings.val_dir:
+    raise ValueError("suite 'val' needs --val_dir (a split directory); none is recorded "
+                     f"with checkpoint {checkpoint or '(none given)'}")
+  batches, sources = input_pipeline.make_val_batches(settings,
+                                                     vocab_size=model_config.vocab_size)
+  losses = validation.validation_loss(params, model_config, batches, sources)
   return {
-      "loss": sum(weighted.values()) / total_w if total_w else float("nan"),
-      "by_source": {name(i): weighted[i] / weights[i] for i in sorted(weights) if weights[i]},
-      "tokens_by_source": {name(i): weights[i] for i in sorted(weights)},
-      "batches": len(batches), "seq_len": config.seq_len, "val_dir": val_dir,
+      "loss": losses["loss"],
+      "by_source": {k.split("/", 1)[1]: v for k, v in losses.items() if k.startswith("loss/")},
+      "batches": len(batches), "batch_size": settings.val_batch_size,
+      "seq_len": settings.seq_len, "val_dir": settings.val_dir,
+      "settings_from": run_config_path or "arguments",
   }
 
 
@@ -382,37 +367,58 @@ def output_path(checkpoint: str, suites: Sequence[str]) -> str:
 # ------------------------------------------------------------------------------ entry points
 
 
-def run_suites(suites: Sequence[str], generate_fn: GenerateFn | None, tokenizer, *,
-               lengths: Sequence[int] = (1024, 2048, 4096, 8192),
-               depths: Sequence[float] = DEFAULT_DEPTHS, samples: int = 5, seed: int = 0,
-               longctx_eval: str = "", tools_eval: str = "", max_records: int = 0,
-               val_dir: str = "",
-               params=None, model_config=None, val_seq_len: int = 0, val_batches: int = 20,
-               val_batch_size: int = 8) -> dict[str, Any]:
-  """Runs the named suites; returns {suite: result dict}."""
-  unknown = [s for s in suites if s not in SUITES]
+@dataclasses.dataclass
+class EvalContext:
+  """What the evaluators may need; each takes the parts it uses."""
+  generate_fn: GenerateFn | None = None
+  tokenizer: Any = None
+  params: Any = None
+  model_config: Any = None
+  checkpoint: str = ""
+  lengths: Sequence[int] = (1024, 2048, 4096, 8192)
+  depths: Sequence[float] = DEFAULT_DEPTHS
+  samples: int = 5
+  seed: int = 0
+  longctx_eval: str = ""
+  tools_eval: str = ""
+  max_records: int = 0
+  val_dir: str = ""
+  val_seq_len: int = 0
+  val_batches: int = 0
+  val_batch_size: int = 0
+
+
+def _need(value, suite: str, flag: str):
+  if not value:
+    raise ValueError(f"suite {suite!r} needs {flag}")
+  return value
+
+
+# The evaluators, by name (as big_vision's config.evals): name -> fn(EvalContext) -> dict.
+EVALUATORS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
+    "passkey": lambda c: passkey_suite(c.generate_fn, c.tokenizer, c.lengths, c.depths,
+                                       c.samples, c.seed),
+    "ruler": lambda c: ruler_suite(c.generate_fn, c.tokenizer, c.lengths, c.samples, c.seed),
+    "longctx": lambda c: longctx_suite(
+        c.generate_fn, c.tokenizer,
+        _need(c.longctx_eval, "longctx", "--longctx_eval FILE (JSON lines)"), c.max_records),
+    "tools": lambda c: tools_suite(
+        c.generate_fn, c.tokenizer,
+        _need(c.tools_eval, "tools", "--tools_eval FILE (JSON lines)"), c.max_records),
+    "val": lambda c: val_suite(c.params, c.model_config, c.checkpoint, c.val_dir,
+                               c.val_seq_len, c.val_batches, c.val_batch_size),
+}
+SUITES = tuple(EVALUATORS)
+# Suites that score generated text need the tokenizer and the sampler.
+GENERATIVE_SUITES = ("passkey", "ruler", "longctx", "tools")
+
+
+def run_suites(suites: Sequence[str], context: EvalContext) -> dict[str, Any]:
+  """Runs the named evaluators; returns {suite: result dict}."""
+  unknown = [s for s in suites if s not in EVALUATORS]
   if unknown:
-    raise ValueError(f"unknown suite(s) {unknown}; suites are {list(SUITES)}")
-  results: dict[str, Any] = {}
-  for suite in suites:
-    if suite == "passkey":
-      results[suite] = passkey_suite(generate_fn, tokenizer, lengths, depths, samples, seed)
-    elif suite == "ruler":
-      results[suite] = ruler_suite(generate_fn, tokenizer, lengths, samples, seed)
-    elif suite == "longctx":
-      if not longctx_eval:
-        raise ValueError("suite 'longctx' needs --longctx_eval FILE (JSON lines)")
-      results[suite] = longctx_suite(generate_fn, tokenizer, longctx_eval, max_records)
-    elif suite == "tools":
-      if not tools_eval:
-        raise ValueError("suite 'tools' needs --tools_eval FILE (JSON lines)")
-      results[suite] = tools_suite(generate_fn, tokenizer, tools_eval, max_records)
-    elif suite == "val":
-      if not val_dir:
-        raise ValueError("suite 'val' needs --val_dir (a split directory)")
-      results[suite] = val_suite(params, model_config, val_dir, val_seq_len, val_batches,
-                                 val_batch_size)
-  return results
+    raise ValueError(f"unknown suite(s) {unknown}; suites are {list(EVALUATORS)}")
+  return {suite: EVALUATORS[suite](context) for suite in suites}
 
 
 def run_cheap_suites(params, model_config, config) -> dict[str, float]:
@@ -439,70 +445,78 @@ def run_cheap_suites(params, model_config, config) -> dict[str, float]:
   return metrics
 
 
-FLAGS = flags.FLAGS
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m jaxlm.eval",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--checkpoint", required=True,
+                      help="params checkpoint (step dir, manager root or final tag)")
+  parser.add_argument("--suite", default="passkey",
+                      help=f"comma-separated suites from {list(EVALUATORS)}")
+  parser.add_argument("--lengths", default="1024,2048,4096,8192",
+                      help="prompt lengths in tokens (passkey, ruler)")
+  parser.add_argument("--depths", default=",".join(_key(d) for d in DEFAULT_DEPTHS),
+                      help="passkey needle depths in [0, 1]")
+  parser.add_argument("--samples", type=int, default=5,
+                      help="samples per (length, depth) or (task, length) cell")
+  parser.add_argument("--max_records", type=int, default=0,
+                      help="use at most this many records of the held-out files (0 = all)")
+  parser.add_argument("--seed", type=int, default=0, help="seed for keys and needles")
+  parser.add_argument("--tokenizer", default="",
+                      help="SentencePiece model (default: recorded with the checkpoint)")
+  parser.add_argument("--val_dir", default="",
+                      help="split directory for the val suite (default: the run's val_dir)")
+  parser.add_argument("--val_seq_len", type=int, default=0,
+                      help="val window length (0 = the run's seq_len)")
+  parser.add_argument("--val_batches", type=int, default=0,
+                      help="val batches (0 = the run's val_batches)")
+  parser.add_argument("--val_batch_size", type=int, default=0,
+                      help="rows per val batch (0 = the run's val_batch_size)")
+  parser.add_argument("--longctx_eval", default="", help="JSON lines of held-out long-context records")
+  parser.add_argument("--tools_eval", default="", help="JSON lines of held-out tool prompts")
+  parser.add_argument("--batch_size", type=int, default=8, help="prompts per generation call")
+  parser.add_argument("--output", default="", help="JSON path (default: next to the checkpoint)")
+  return parser.parse_args(argv)
 
 
-def define_flags():
-  flags.DEFINE_string("checkpoint", None, "Params checkpoint (step dir, manager root or tag).")
-  flags.DEFINE_list("suite", ["passkey"], f"Comma-separated suites from {list(SUITES)}.")
-  flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192"],
-                    "Prompt lengths in tokens (passkey, ruler).")
-  flags.DEFINE_list("depths", [_key(d) for d in DEFAULT_DEPTHS], "Passkey needle depths in [0, 1].")
-  flags.DEFINE_integer("samples", 5, "Samples per (length, depth) or (task, length) cell.")
-  flags.DEFINE_integer("max_records", 0, "Use at most this many records of the held-out files "
-                       "(0 = all).")
-  flags.DEFINE_integer("seed", 0, "Seed for keys and needles.")
-  flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: recorded with the checkpoint).")
-  flags.DEFINE_string("val_dir", "", "Split directory for the val suite.")
-  flags.DEFINE_integer("val_seq_len", 0, "Val window length (0 = the model's max_seq_len).")
-  flags.DEFINE_integer("val_batches", 20, "Val batches.")
-  flags.DEFINE_integer("val_batch_size", 8, "Rows per val batch.")
-  flags.DEFINE_string("longctx_eval", "", "JSON lines of held-out long-context records.")
-  flags.DEFINE_string("tools_eval", "", "JSON lines of held-out tool prompts.")
-  flags.DEFINE_integer("batch_size", 8, "Prompts per generation call.")
-  flags.DEFINE_string("output", "", "JSON path (default: next to the checkpoint).")
+def _numbers(text: str, kind, flag: str) -> list:
+  try:
+    return [kind(x) for x in text.split(",") if x.strip()]
+  except ValueError as e:
+    raise ValueError(f"{flag} must be comma-separated numbers: {e}") from None
 
 
-def _main(argv):
-  del argv
+def _main(args: argparse.Namespace) -> None:
   from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
-  if not FLAGS.checkpoint:
-    raise ValueError("--checkpoint is required")
-  suites = [s.strip() for s in FLAGS.suite if s.strip()]
-  try:
-    lengths = [int(x) for x in FLAGS.lengths]
-    depths = [float(x) for x in FLAGS.depths]
-  except ValueError as e:
-    raise ValueError(f"--lengths / --depths must be numbers: {e}") from None
-  params, model_config = sample.load_model(FLAGS.checkpoint)
+  suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+  params, model_config = sample.load_model(args.checkpoint)
   tokenizer = None
-  if any(s != "val" for s in suites):
-    tokenizer = tokenizer_lib.load_tokenizer(sample.find_tokenizer(FLAGS.checkpoint,
-                                                                   FLAGS.tokenizer))
-  generate_fn = model_generate_fn(params, model_config, FLAGS.batch_size)
-  results = run_suites(
-      suites, generate_fn, tokenizer, lengths=lengths, depths=depths, samples=FLAGS.samples,
-      seed=FLAGS.seed, longctx_eval=FLAGS.longctx_eval, tools_eval=FLAGS.tools_eval,
-      max_records=FLAGS.max_records,
-      val_dir=FLAGS.val_dir, params=params, model_config=model_config,
-      val_seq_len=FLAGS.val_seq_len, val_batches=FLAGS.val_batches,
-      val_batch_size=FLAGS.val_batch_size)
+  if any(s in GENERATIVE_SUITES for s in suites):
+    tokenizer = tokenizer_lib.load_tokenizer(sample.find_tokenizer(args.checkpoint,
+                                                                   args.tokenizer))
+  context = EvalContext(
+      generate_fn=model_generate_fn(params, model_config, args.batch_size),
+      tokenizer=tokenizer, params=params, model_config=model_config,
+      checkpoint=args.checkpoint, lengths=_numbers(args.lengths, int, "--lengths"),
+      depths=_numbers(args.depths, float, "--depths"), samples=args.samples, seed=args.seed,
+      longctx_eval=args.longctx_eval, tools_eval=args.tools_eval,
+      max_records=args.max_records, val_dir=args.val_dir, val_seq_len=args.val_seq_len,
+      val_batches=args.val_batches, val_batch_size=args.val_batch_size)
+  results = run_suites(suites, context)
   print(format_results(results))
-  path = FLAGS.output or output_path(FLAGS.checkpoint, suites)
-  write_json(path, {"checkpoint": os.path.abspath(FLAGS.checkpoint), **results})
+  path = args.output or output_path(args.checkpoint, suites)
+  write_json(path, {"checkpoint": os.path.abspath(args.checkpoint), **results})
   print(f"\nwrote {path}")
 
 
-def main(argv):
+def main(argv=None):
+  args = parse_args(argv)
   try:
-    _main(argv)
+    _main(args)
   except (ValueError, FileNotFoundError, KeyError) as e:
-    logging.flush()
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

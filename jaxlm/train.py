@@ -42,6 +42,8 @@ from jaxlm import model as model_lib
 from jaxlm import optimizer as optimizer_lib
 from jaxlm import preflight
 from jaxlm import sharding
+from jaxlm import validation
+from jaxlm.validation import token_nll
 
 # Batch fields the model step reads (source_ids only matter for validation).
 TRAIN_FIELDS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
@@ -51,23 +53,6 @@ NONFINITE_POLICIES = ("skip", "stop")
 
 class NonFiniteError(RuntimeError):
   """Raised under nonfinite_policy='stop'; the message names the optimizer step."""
-
-
-# ----------------------------------------------------------------------------------
-# The model's loss on one micro batch.
-
-
-def token_nll(model, params, batch):
-  """Per-token negative log-likelihood [B, T] (chunked: no full [B, T, V] logits)."""
-  if model.config.cross_document_attention:
-    # One sequence over the whole packed window: positions 0..T-1, no document mask.
-    positions = segment_ids = None
-  else:
-    positions, segment_ids = batch["positions"], batch["segment_ids"]
-  hidden = model.apply({"params": params}, batch["inputs"], positions=positions,
-                       segment_ids=segment_ids, return_hidden=True)
-  head = model_lib.lm_head_matrix(params, model.config)
-  return model_lib.token_nll(hidden, head, batch["targets"])
 
 
 # ----------------------------------------------------------------------------------
@@ -135,22 +120,6 @@ def train_step(state, batch, *, model, optimizer, schedule, nonfinite_policy):
              "learning_rate": schedule(train_state["step"]),
              "loss_tokens": weight_sum}
   return new_state, metrics
-
-
-def eval_step(params, batch, num_sources, *, model):
-  """Sums of w * nll and w over one validation batch, in total and per source."""
-  nll = token_nll(model, params, batch)
-  weights = batch["loss_weights"].astype(jnp.float32)
-  weighted = jnp.where(weights > 0, weights * nll, 0.0)
-  out = {"nll_sum": jnp.sum(weighted), "weight_sum": jnp.sum(weights)}
-  if num_sources:
-    # Unknown sources (-1) go to an extra bucket that is dropped.
-    source = jnp.where(batch["source_ids"] < 0, num_sources, batch["source_ids"]).reshape(-1)
-    out["nll_by_source"] = jax.ops.segment_sum(
-        weighted.reshape(-1), source, num_segments=num_sources + 1)[:num_sources]
-    out["weight_by_source"] = jax.ops.segment_sum(
-        weights.reshape(-1), source, num_segments=num_sources + 1)[:num_sources]
-  return out
 
 
 # ----------------------------------------------------------------------------------
@@ -253,7 +222,7 @@ def _build_program(model_config, opt_config, total_steps, nonfinite_policy, mesh
                             schedule=schedule, nonfinite_policy=nonfinite_policy),
           in_shardings=(state_shardings, sharding.batch_sharding(mesh, accum=True)),
           out_shardings=(state_shardings, replicated), donate_argnums=0),
-      eval_step=jax.jit(functools.partial(eval_step, model=model),
+      eval_step=jax.jit(functools.partial(validation.loss_sums, model=model),
                         in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
                         out_shardings=replicated, static_argnums=2))
 
@@ -382,16 +351,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
           f"good checkpoint is step {checkpoints.latest_step()} in {checkpoints.latest_dir}.")
 
   def validate(step):
-    sums = jax.device_get([
-        program.eval_step(state["params"], b, len(val_sources))
-        for b in val_batches])
-    weight = sum(float(s["weight_sum"]) for s in sums)
-    result = {"loss": sum(float(s["nll_sum"]) for s in sums) / max(weight, 1e-8)}
-    for i, name in enumerate(val_sources):
-      source_weight = sum(float(s["weight_by_source"][i]) for s in sums)
-      if source_weight > 0:
-        result[f"loss/{name}"] = sum(
-            float(s["nll_by_source"][i]) for s in sums) / source_weight
+    result = validation.losses_from_sums(
+        [program.eval_step(state["params"], b, len(val_sources)) for b in val_batches],
+        val_sources)
     result.update(_run_eval_hook(state["params"], model_config, config))
     writer.write(step, result, kind="val")
     logging.info("step %d: val loss %.4f%s", step, result["loss"], "".join(

@@ -208,9 +208,9 @@ def _encode_with_specials(tok, text):
 
 def test_unknown_suite_and_missing_files_are_refused(tok):
   with pytest.raises(ValueError, match="unknown suite"):
-    eval_lib.run_suites(["passkee"], None, tok)
+    eval_lib.run_suites(["passkee"], eval_lib.EvalContext(tokenizer=tok))
   with pytest.raises(ValueError, match="--tools_eval"):
-    eval_lib.run_suites(["tools"], None, tok)
+    eval_lib.run_suites(["tools"], eval_lib.EvalContext(tokenizer=tok))
 
 
 def test_json_output_is_strict_and_atomic(tmp_path):

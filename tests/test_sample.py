@@ -260,10 +260,11 @@ def test_val_suite_matches_the_model_loss(tiny_workdir, tmp_path):
       source = "a" if i % 2 else "b"
       writer.add("val", [2] + rng.integers(4, vocab, 30).tolist() + [3], source=source)
   val_dir = str(tmp_path / "shards" / "val")
-  result = eval_lib.val_suite(tiny_workdir["params"], tiny_workdir["model_config"], val_dir,
-                              seq_len=32, val_batches=2, val_batch_size=2)
+  result = eval_lib.val_suite(tiny_workdir["params"], tiny_workdir["model_config"],
+                              val_dir=val_dir, seq_len=32, val_batches=2, val_batch_size=2)
   assert set(result["by_source"]) == {"a", "b"} and result["batches"] == 2
-  # The overall number is the model's plain weighted cross-entropy over the same batches.
+  # The overall number is the model's plain weighted cross-entropy over the same batches,
+  # the packed window read as one sequence (cross_document_attention=True, as trained).
   from configs import common
   from jaxlm import input_pipeline
   config = common.get_base_config()
@@ -272,8 +273,7 @@ def test_val_suite_matches_the_model_loss(tiny_workdir, tmp_path):
   model = model_lib.Transformer(model_lib.model_config(tiny_workdir["model_config"]))
   total, weight = 0.0, 0.0
   for batch in batches:
-    logits = model.apply({"params": tiny_workdir["params"]}, batch["inputs"],
-                         positions=batch["positions"], segment_ids=batch["segment_ids"])
+    logits = model.apply({"params": tiny_workdir["params"]}, batch["inputs"])
     loss, w = model_lib.cross_entropy_loss(logits, batch["targets"], batch["loss_weights"])
     total, weight = total + float(loss) * float(w), weight + float(w)
   assert result["loss"] == pytest.approx(total / weight, rel=1e-5)

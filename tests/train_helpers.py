@@ -17,7 +17,8 @@ TINY_MODEL = dict(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=2, n_kv_head
                   compute_dtype="float32", remat="none", scan_layers=True)
 
 
-def write_shards(out_dir: str, num_train_docs: int = 120, num_val_docs: int = 24) -> str:
+def write_shards(out_dir: str, num_train_docs: int = 120, num_val_docs: int = 24,
+                 doc_lengths: tuple[int, int] = (10, 50)) -> str:
   """A shard dir with train/ and val/, two sources and non-trivial loss weights.
 
   Source 'chat' documents mask their first half (weight 0) and upweight the rest (2),
@@ -28,7 +29,7 @@ def write_shards(out_dir: str, num_train_docs: int = 120, num_val_docs: int = 24
                       shard_tokens=1500) as writer:
     for split, count in (("train", num_train_docs), ("val", num_val_docs)):
       for i in range(count):
-        length = int(rng.integers(10, 50))
+        length = int(rng.integers(*doc_lengths))
         # Learnable structure: arithmetic progressions of tokens.
         start, stride = int(rng.integers(3, 200)), int(rng.integers(1, 5))
         body = [(start + stride * j) % (VOCAB - 3) + 3 for j in range(length)]
