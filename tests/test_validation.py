@@ -24,9 +24,10 @@ def test_eval_val_suite_equals_the_trainers_last_validation(tmp_path, cross_docu
                                          doc_lengths=(4, 12))
   final = str(tmp_path / "models" / "final")
   config = train_helpers.tiny_config(
-      phase2, str(tmp_path / "workdir"), shard_dir, final_dir=final, total_opt_steps=4,
-      val_every_opt=2, val_batches=3, val_batch_size=2,
-      **{"model.cross_document_attention": cross_document_attention})
+      phase2, str(tmp_path / "workdir"), shard_dir, final_dir=final, total_opt_steps=12,
+      val_every_opt=6, val_batches=3, val_batch_size=2,
+      **{"optimizer.learning_rate": 1e-2,
+         "model.cross_document_attention": cross_document_attention})
   # The split's windows hold several documents each (documents are 6-14 tokens, windows
   # 32), so a per-document vs whole-window position choice would change the numbers.
   batches, _ = input_pipeline.make_val_batches(config, vocab_size=train_helpers.VOCAB)
@@ -34,7 +35,7 @@ def test_eval_val_suite_equals_the_trainers_last_validation(tmp_path, cross_docu
   train.train_and_evaluate(config)
   with open(os.path.join(config.workdir, "metrics.jsonl")) as f:
     last_val = [r for r in map(json.loads, f) if r["kind"] == "val"][-1]
-  assert last_val["step"] == 4
+  assert last_val["step"] == 12
 
   output = str(tmp_path / "eval.json")
   # No batch flags: eval must find the val_dir and batch shape the run recorded.
