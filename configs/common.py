@@ -65,6 +65,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # At each validation also run jaxlm.eval.run_cheap_suites(params, model_config, config)
   # (if that module exists); its numbers go to metrics.jsonl / TensorBoard.
   c.eval_during_training = False
+  # What that check runs: a passkey probe per (length, depth), `samples` per cell.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.lengths = ()  # prompt lengths in tokens; () = 512 (when < seq_len) and seq_len
+  c.eval.depths = (0.0, 0.5, 1.0)  # needle depths in [0, 1]
+  c.eval.samples = 2
   c.tensorboard = True  # write workdir/tensorboard event files
 
   # --- Optimizer: AdamW, warmup then cosine or warmup-stable-decay, global-norm clipping.

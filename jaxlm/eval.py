@@ -424,20 +424,18 @@ def run_suites(suites: Sequence[str], context: EvalContext) -> dict[str, Any]:
 def run_cheap_suites(params, model_config, config) -> dict[str, float]:
   """A quick passkey check for training's validation step; flat {name: value} metrics.
 
-  Lengths: 512 (if shorter than the training context) and config.seq_len; depths 0, 0.5,
-  1; 2 samples per cell. An optional `config.eval` ConfigDict may override `lengths`,
-  `depths` and `samples`. Needs config.tokenizer.
+  Runs what `config.eval` says (lengths, depths, samples; see configs/common.py). Needs
+  config.tokenizer.
   """
   from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   if not config.get("tokenizer"):
     raise ValueError("eval_during_training needs config.tokenizer (the passkey prompts are "
                      "built from text)")
   tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer)
-  overrides = config.get("eval") or {}
   seq_len = int(config.seq_len)
-  lengths = list(overrides.get("lengths") or sorted({min(512, seq_len), seq_len}))
-  depths = list(overrides.get("depths") or (0.0, 0.5, 1.0))
-  samples = int(overrides.get("samples") or 2)
+  lengths = list(config.eval.lengths) or sorted({min(512, seq_len), seq_len})
+  depths = list(config.eval.depths)
+  samples = int(config.eval.samples)
   result = passkey_suite(model_generate_fn(params, model_config), tokenizer, lengths, depths,
                          samples, seed=int(config.get("seed", 0)))
   metrics = {"eval/passkey": result["accuracy"]}

@@ -44,6 +44,21 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(wants_decay, params)
 
 
+def applied_steps(opt_state):
+  """Updates the optimizer has applied: its schedule's own step count.
+
+  A step skipped as non-finite keeps the old optimizer state, so this (not the loop's step
+  counter) is where the learning-rate schedule stands.
+  """
+  counts = [s.count for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+            if isinstance(s, optax.ScaleByScheduleState)]
+  if len(counts) != 1:
+    raise ValueError(f"expected one learning-rate schedule in the optimizer state, "
+                     f"found {len(counts)}")
+  return counts[0]
+
+
 def make_optimizer(opt_config, total_steps: int) -> tuple[optax.GradientTransformation,
                                                           optax.Schedule]:
   """Returns (optimizer, schedule). One `update` call = one optimizer step."""

@@ -117,7 +117,8 @@ def train_step(state, batch, *, model, optimizer, schedule, nonfinite_policy):
       "train_state": new_train_state,
   }
   metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
-             "learning_rate": schedule(train_state["step"]),
+             # The rate this step applied: the schedule at the optimizer's own count.
+             "learning_rate": schedule(optimizer_lib.applied_steps(state["opt_state"])),
              "loss_tokens": weight_sum}
   return new_state, metrics
 

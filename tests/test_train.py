@@ -269,6 +269,9 @@ def test_nonfinite_step_never_writes_bad_params(shards, tmp_path, policy):
   state, metrics = program.train_step(state,
                                       program.shard_batch(batch, train.TRAIN_FIELDS, 2))
   assert bool(metrics["finite"]) and int(state["train_state"]["step"]) == 2
+  if policy == "skip":  # the first applied update runs at the schedule's first rate
+    assert float(program.schedule(0)) != float(program.schedule(1))
+    assert float(metrics["learning_rate"]) == float(program.schedule(0))
   moved = not allclose_trees(state["params"], after_bad, atol=0)
   # 'skip' carries on; 'stop' freezes the params until the host stops the run.
   assert moved == (policy == "skip")
