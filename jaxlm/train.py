@@ -17,6 +17,7 @@ JAX's asynchronous dispatch lets Grain read the next batch while the device comp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -302,6 +303,88 @@ def _run_eval_hook(params, model_config, config) -> dict:
 # The loop.
 
 
+class Throughput:
+  """Tokens/s, step time and MFU over the steps since the last read.
+
+  The first step of a run is compilation, and time spent validating or saving is not
+  step time: neither is counted.
+  """
+
+  def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None):
+    self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+    self.peak_flops = peak_flops
+    self.start, self.steps, self.compiling = time.perf_counter(), 0, True
+
+  def step_done(self, state) -> None:
+    if self.compiling:
+      jax.block_until_ready(state)
+      self.compiling, self.start = False, time.perf_counter()
+    else:
+      self.steps += 1
+
+  @contextlib.contextmanager
+  def paused(self):
+    began = time.perf_counter()
+    yield
+    self.start += time.perf_counter() - began
+
+  def read(self) -> dict[str, float]:
+    """The figures since the last read (none right after compiling), then restarts."""
+    elapsed, steps = time.perf_counter() - self.start, self.steps
+    self.start, self.steps = time.perf_counter(), 0
+    if not steps:
+      return {}
+    out = {"step_time": elapsed / steps, "tokens_per_sec": steps * self.tokens_per_step / elapsed}
+    if self.peak_flops:
+      out["mfu"] = self.flops_per_token * out["tokens_per_sec"] / self.peak_flops
+    return out
+
+
+def log_train(step: int, pending: list, state, throughput: Throughput, writer, config) -> dict:
+  """Fetches the metrics of the steps since the last log line; writes and logs them."""
+  fetched = jax.device_get(pending)
+  finite_losses = [float(m["loss"]) for m in fetched if m["finite"]]
+  record = {
+      "loss": float(np.mean(finite_losses)) if finite_losses else float("nan"),
+      "learning_rate": float(fetched[-1]["learning_rate"]),
+      "grad_norm": float(fetched[-1]["grad_norm"]),
+      "nonfinite_skipped": int(jax.device_get(state["train_state"]["nonfinite_skipped"])),
+      **throughput.read(),
+  }
+  writer.write(step, record, kind="train")
+  speed = "".join([
+      f", {record['tokens_per_sec']:.0f} tok/s" if "tokens_per_sec" in record else "",
+      f", {record['step_time']:.3f} s/step" if "step_time" in record else "",
+      f", MFU {record['mfu']:.1%}" if "mfu" in record else ""])
+  logging.info("step %d/%d: loss %.4f, lr %.2e, grad_norm %.3f%s", step,
+               config.total_opt_steps, record["loss"], record["learning_rate"],
+               record["grad_norm"], speed)
+  return record
+
+
+def validate(step: int, program: Program, params, val_batches, val_sources, config,
+             model_config, writer) -> dict:
+  """Validation loss (jaxlm.validation, the one loss path) and the optional eval hook."""
+  result = validation.losses_from_sums(
+      [program.eval_step(params, b, len(val_sources)) for b in val_batches], val_sources)
+  result.update(_run_eval_hook(params, model_config, config))
+  writer.write(step, result, kind="val")
+  logging.info("step %d: val loss %.4f%s", step, result["loss"], "".join(
+      f", {k} {v:.4f}" for k, v in result.items() if k != "loss"))
+  return result
+
+
+def check_finite(state, config, checkpoints) -> None:
+  """At host sync points: under nonfinite_policy='stop' a non-finite step ends the run."""
+  first_bad = int(state["train_state"]["first_nonfinite_step"])
+  if config.nonfinite_policy == "stop" and first_bad >= 0:
+    checkpoints.wait_until_finished()
+    raise NonFiniteError(
+        f"Non-finite loss or gradients at optimizer step {first_bad} "
+        f"(nonfinite_policy='stop'); no update was applied from that step on. The last "
+        f"good checkpoint is step {checkpoints.latest_step()} in {checkpoints.latest_dir}.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   """Trains as `config` says; returns the last metrics (see module docstring)."""
   validate_config(config)
@@ -312,54 +395,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   model_config = model_lib.model_config(config.model)  # a plain ConfigDict for hooks
   accum = int(config.grad_accum_steps)
   tokens_per_step = config.seq_len * config.micro_batch_size * accum
+  processes = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
   train_iter = input_pipeline.make_train_iterator(
-      config, vocab_size=model_config.vocab_size,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      config, vocab_size=model_config.vocab_size, **processes)
   val_batches, val_sources = [], []
   if config.val_dir:
     val_batches, val_sources = input_pipeline.make_val_batches(
-        config, vocab_size=model_config.vocab_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        config, vocab_size=model_config.vocab_size, **processes)
+  # Validation batches are fixed: lay them out on the mesh once.
+  val_batches = [program.shard_batch(b, VAL_FIELDS) for b in val_batches]
 
   checkpoints = ckpt_lib.TrainCheckpoints(workdir, keep_latest=config.keep_latest)
   state = initial_state(config, program, checkpoints, train_iter)
   num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   logging.info("Model: %s params; %d tokens per optimizer step; mesh %s.",
                f"{num_params:,}", tokens_per_step, dict(program.mesh.shape))
-
-  flops_per_token = model_lib.flops_per_token(model_config, config.seq_len)
   peak = metrics_lib.peak_flops_per_device()
-  peak_total = peak * program.mesh.size if peak else None
+  throughput = Throughput(tokens_per_step,
+                          model_lib.flops_per_token(model_config, config.seq_len),
+                          peak * program.mesh.size if peak else None)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard,
                                     enabled=distributed.is_main_process())
-  ckpt_lib.write_run_config(workdir, config.to_dict())  # samplers find the tokenizer here
-  # Validation batches are fixed: lay them out on the mesh once.
-  val_batches = [program.shard_batch(b, VAL_FIELDS) for b in val_batches]
+  ckpt_lib.write_run_config(workdir, config.to_dict())  # samplers and eval read it
 
   def checkpoint_state():
     return {**state, ckpt_lib.MODEL_CONFIG: model_config.to_dict(),
             ckpt_lib.DATA_ITER: train_iter.get_state()}
-
-  def check_finite(step):
-    """Host check at sync points; under 'stop' a non-finite step ends the run."""
-    first_bad = int(state["train_state"]["first_nonfinite_step"])
-    if config.nonfinite_policy == "stop" and first_bad >= 0:
-      checkpoints.wait_until_finished()
-      raise NonFiniteError(
-          f"Non-finite loss or gradients at optimizer step {first_bad} "
-          f"(nonfinite_policy='stop'); no update was applied from that step on. The last "
-          f"good checkpoint is step {checkpoints.latest_step()} in {checkpoints.latest_dir}.")
-
-  def validate(step):
-    result = validation.losses_from_sums(
-        [program.eval_step(state["params"], b, len(val_sources)) for b in val_batches],
-        val_sources)
-    result.update(_run_eval_hook(state["params"], model_config, config))
-    writer.write(step, result, kind="val")
-    logging.info("step %d: val loss %.4f%s", step, result["loss"], "".join(
-        f", {k} {v:.4f}" for k, v in result.items() if k != "loss"))
-    return result
 
   step = int(state["train_state"]["step"])
   last_step = config.total_opt_steps
@@ -367,9 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
     last_step = min(last_step, step + config.stop_after_opt_steps)
   last_metrics: dict[str, Any] = {}
   pending = []  # device metrics since the last log line
-  timer_start, timer_steps, compiling = time.perf_counter(), 0, True
-  interrupted = False
-
+  stopping = False
   # A console progress bar when a person is watching (the log lines carry the same).
   progress = tqdm.tqdm(total=config.total_opt_steps, initial=step, unit="step",
                        dynamic_ncols=True, leave=False,
@@ -377,72 +437,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   # Leaving this block in any way (end, signal, NonFiniteError, any error) commits every
   # checkpoint save in flight and closes the managers: no write outlives the run.
   with _StopSignal() as stop_signal, checkpoints, progress:
-    while step < last_step:
+    while step < last_step and not stopping:
+      # batch -> step
       batch = program.shard_batch(next(train_iter), TRAIN_FIELDS, accum)
       state, metrics = program.train_step(state, batch)
       step += 1
       progress.update(1)
+      throughput.step_done(state)
       pending.append(metrics)
-      if compiling:  # keep compilation out of the throughput numbers
-        jax.block_until_ready(state)
-        compiling, timer_start = False, time.perf_counter()
-      else:
-        timer_steps += 1
 
+      # log
       if step % config.log_every == 0 or step == last_step:
-        fetched = jax.device_get(pending)
-        elapsed = time.perf_counter() - timer_start
-        finite_losses = [float(m["loss"]) for m in fetched if m["finite"]]
-        train_state = jax.device_get(state["train_state"])
-        last_metrics = {
-            "loss": float(np.mean(finite_losses)) if finite_losses else float("nan"),
-            "learning_rate": float(fetched[-1]["learning_rate"]),
-            "grad_norm": float(fetched[-1]["grad_norm"]),
-            "nonfinite_skipped": int(train_state["nonfinite_skipped"]),
-        }
-        speed = ""
-        if timer_steps:  # the first step of a run is compilation: no timing for it
-          last_metrics["step_time"] = elapsed / timer_steps
-          last_metrics["tokens_per_sec"] = timer_steps * tokens_per_step / elapsed
-          speed = (f", {last_metrics['tokens_per_sec']:.0f} tok/s, "
-                   f"{last_metrics['step_time']:.3f} s/step")
-          if peak_total:
-            last_metrics["mfu"] = flops_per_token * last_metrics["tokens_per_sec"] / peak_total
-            speed += f", MFU {last_metrics['mfu']:.1%}"
-        writer.write(step, last_metrics, kind="train")
-        logging.info("step %d/%d: loss %.4f, lr %.2e, grad_norm %.3f%s", step,
-                     config.total_opt_steps, last_metrics["loss"],
-                     last_metrics["learning_rate"], last_metrics["grad_norm"], speed)
-        check_finite(step)
+        last_metrics = log_train(step, pending, state, throughput, writer, config)
+        check_finite(state, config, checkpoints)
         progress.set_postfix(loss=f"{last_metrics['loss']:.4f}",
                              lr=f"{last_metrics['learning_rate']:.2e}", refresh=False)
-        pending, timer_start, timer_steps = [], time.perf_counter(), 0
+        pending = []
 
-      step_end = time.perf_counter()
-      is_val_step = bool(val_batches) and (
-          step % config.val_every_opt == 0 or step == config.total_opt_steps)
-      if is_val_step:
-        check_finite(step)
-        val = validate(step)
-        last_metrics["val_loss"] = val["loss"]
-        if checkpoints.save_best(step, checkpoint_state(), val["loss"]):
-          logging.info("step %d: new best val loss %.4f", step, val["loss"])
-      # Read the flag once: a signal landing between two reads would stop without saving.
-      stopping = stop_signal.signum is not None
-      if (is_val_step or step % config.checkpoint_every_opt == 0 or step == last_step
-          or stopping):
-        check_finite(step)
-        checkpoints.save_latest(step, checkpoint_state())
-      writer.flush()
-      timer_start += time.perf_counter() - step_end  # validation/saving is not step time
-      if stopping:
-        interrupted = True
-        break
+      # validate / save
+      with throughput.paused():
+        is_val_step = bool(val_batches) and (
+            step % config.val_every_opt == 0 or step == config.total_opt_steps)
+        if is_val_step:
+          check_finite(state, config, checkpoints)
+          val = validate(step, program, state["params"], val_batches, val_sources, config,
+                         model_config, writer)
+          last_metrics["val_loss"] = val["loss"]
+          if checkpoints.save_best(step, checkpoint_state(), val["loss"]):
+            logging.info("step %d: new best val loss %.4f", step, val["loss"])
+        # Read the flag once: a signal landing between two reads would stop without saving.
+        stopping = stop_signal.signum is not None
+        if (is_val_step or step % config.checkpoint_every_opt == 0 or step == last_step
+            or stopping):
+          check_finite(state, config, checkpoints)
+          checkpoints.save_latest(step, checkpoint_state())
+        writer.flush()
 
+  # stop
   if step >= config.total_opt_steps and config.final_dir:  # synchronous: done on return
     path = ckpt_lib.save_params(config.final_dir, state["params"], model_config.to_dict(),
                                 run_config=config.to_dict())
     logging.info("Final params written to %s", path)
   writer.close()
-  last_metrics.update(step=step, interrupted=interrupted)
+  last_metrics.update(step=step, interrupted=stopping)
   return last_metrics
