@@ -19,32 +19,38 @@ from __future__ import annotations
 import json
 import time
 
-from absl import app
-from absl import flags
+import argparse
+
 import jax
 import jax.numpy as jnp
 
 from jaxlm import attention
 
-FLAGS = flags.FLAGS
-flags.DEFINE_bool("small", False, "Tiny shapes so the script runs on CPU in seconds.")
-flags.DEFINE_integer("batch", 2, "Batch size.")
-flags.DEFINE_integer("heads", 12, "Query heads.")
-flags.DEFINE_integer("kv_heads", 12, "Key/value heads (GQA when < heads).")
-flags.DEFINE_list("head_dims", ["64", "128"], "Head dimensions to time.")
-flags.DEFINE_integer("seq_len", 8192, "Sequence length for timing.")
-flags.DEFINE_list("agreement_lens", ["2048", "8192"], "Sequence lengths for agreement.")
-flags.DEFINE_integer("block_size", 512, "Blockwise attention block size.")
-flags.DEFINE_integer("iters", 10, "Timed iterations (after one warm-up call).")
-flags.DEFINE_string("json_out", None, "Optional path for the results as JSON.")
 
 
-def backends():
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description="Attention backends at 8k: time and agreement.")
+  parser.add_argument("--small", action="store_true",
+                      help="tiny shapes so the script runs on CPU in seconds")
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--heads", type=int, default=12, help="query heads")
+  parser.add_argument("--kv_heads", type=int, default=12, help="key/value heads (GQA when < heads)")
+  parser.add_argument("--head_dims", default="64,128", help="head dimensions to time")
+  parser.add_argument("--seq_len", type=int, default=8192, help="sequence length for timing")
+  parser.add_argument("--agreement_lens", default="2048,8192",
+                      help="sequence lengths for agreement")
+  parser.add_argument("--block_size", type=int, default=512, help="blockwise attention block")
+  parser.add_argument("--iters", type=int, default=10, help="timed iterations after a warm-up")
+  parser.add_argument("--json_out", default="", help="optional path for the results as JSON")
+  return parser.parse_args(argv)
+
+
+def backends(block_size: int):
   """name -> attention function(q, k, v) for every backend usable here."""
   fns = {
       "xla": lambda q, k, v: attention.xla_attention(q, k, v),
       "blockwise": lambda q, k, v: attention.blockwise_attention(
-          q, k, v, block_size=FLAGS.block_size),
+          q, k, v, block_size=block_size),
   }
   if attention.cudnn_supports(jnp.zeros((1, 1, 1, 64), jnp.bfloat16)):
     fns["cudnn"] = lambda q, k, v: attention.cudnn_attention(q, k, v)
@@ -103,20 +109,21 @@ def agreement(fns, b, t, n, kv, h):
   return rows
 
 
-def main(argv):
-  del argv
-  if FLAGS.small:
+def main(argv=None):
+  flags = parse_args(argv)
+  block_size = flags.block_size
+  if flags.small:
     b, n, kv, t, head_dims, agree_lens, iters = 1, 2, 1, 512, [16, 32], [128, 512], 3
-    FLAGS.block_size = min(FLAGS.block_size, 128)  # several blocks even at T=512
+    block_size = min(block_size, 128)  # several blocks even at T=512
   else:
-    b, n, kv, t = FLAGS.batch, FLAGS.heads, FLAGS.kv_heads, FLAGS.seq_len
-    head_dims = [int(h) for h in FLAGS.head_dims]
-    agree_lens, iters = [int(x) for x in FLAGS.agreement_lens], FLAGS.iters
+    b, n, kv, t = flags.batch, flags.heads, flags.kv_heads, flags.seq_len
+    head_dims = [int(h) for h in flags.head_dims.split(",")]
+    agree_lens, iters = [int(x) for x in flags.agreement_lens.split(",")], flags.iters
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind}  jax {jax.__version__}")
   print(f"shapes: B={b} heads={n} kv_heads={kv} T={t} bf16 causal; "
-        f"blockwise block={FLAGS.block_size}")
-  fns = backends()
+        f"blockwise block={block_size}")
+  fns = backends(block_size)
   results = {"device": f"{device.platform} {device.device_kind}", "timing": [],
              "agreement": []}
 
@@ -147,10 +154,10 @@ def main(argv):
         print(f"  T={t_agree:<6}h={h:<4}{row['backend']:<11}out {e['out']:.2e} "
               f"dq {e['dq']:.2e} dk {e['dk']:.2e} dv {e['dv']:.2e} "
               f"(rel {row['out_rel_err']:.2e})")
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, "w") as f:
+  if flags.json_out:
+    with open(flags.json_out, "w") as f:
       json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
