@@ -94,7 +94,7 @@ _CORPUS = [
 
 
 def train_tiny_tokenizer(directory: str):
-  from jaxlm.data import tokenizer as tokenizer_lib
+  from data_pipeline import tokenizer as tokenizer_lib  # the builder trains; jaxlm.data loads
   sentences = _CORPUS * 20
   return tokenizer_lib.train_tokenizer(None, 400, os.path.join(directory, "tokenizer"),
                                        sentences=sentences, num_threads=1)
