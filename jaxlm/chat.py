@@ -191,6 +191,8 @@ def define_flags():
   flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
   flags.DEFINE_float("top_p", 0.9, "Nucleus sampling mass (1 = off).")
   flags.DEFINE_integer("seed", 0, "Sampling seed (each turn draws a new one from it).")
+  from jaxlm import sample  # pylint: disable=import-outside-toplevel
+  sample.define_compute_dtype_flag()
 
 
 def main(argv):
@@ -206,7 +208,7 @@ def main(argv):
     if not tokenizer.has_chat_tokens:
       raise ValueError(f"tokenizer {tokenizer.path} lacks the chat markers "
                        f"{chat_format.SPECIAL_TOKENS}; chat needs a project tokenizer")
-    params, config = sample.load_model(FLAGS.checkpoint)
+    params, config = sample.load_model(FLAGS.checkpoint, FLAGS.compute_dtype)
   except (ValueError, FileNotFoundError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -461,6 +461,8 @@ def define_flags():
   flags.DEFINE_string("tools_eval", "", "JSON lines of held-out tool prompts.")
   flags.DEFINE_integer("batch_size", 8, "Prompts per generation call.")
   flags.DEFINE_string("output", "", "JSON path (default: next to the checkpoint).")
+  from jaxlm import sample  # pylint: disable=import-outside-toplevel
+  sample.define_compute_dtype_flag()
 
 
 def _main(argv):
@@ -475,7 +477,7 @@ def _main(argv):
     depths = [float(x) for x in FLAGS.depths]
   except ValueError as e:
     raise ValueError(f"--lengths / --depths must be numbers: {e}") from None
-  params, model_config = sample.load_model(FLAGS.checkpoint)
+  params, model_config = sample.load_model(FLAGS.checkpoint, FLAGS.compute_dtype)
   tokenizer = None
   if any(s != "val" for s in suites):
     tokenizer = tokenizer_lib.load_tokenizer(sample.find_tokenizer(FLAGS.checkpoint,

@@ -269,12 +269,23 @@ def find_tokenizer(checkpoint: str, tokenizer_flag: str = "") -> str:
       f"{', '.join(looked)})")
 
 
-def load_model(checkpoint: str):
-  """(params, model ConfigDict) of any checkpoint `jaxlm.checkpoint.load_params` accepts."""
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model(checkpoint: str, compute_dtype: str = ""):
+  """(params, model ConfigDict) of any checkpoint `jaxlm.checkpoint.load_params` accepts.
+
+  The model computes in the checkpoint's recorded `compute_dtype` (what it was trained in;
+  for `jaxlm.convert --from_hf`, the HF config's dtype) unless `compute_dtype` is given.
+  """
   from jaxlm import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
+  if compute_dtype and compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"--compute_dtype {compute_dtype!r}; expected one of {COMPUTE_DTYPES}")
   params, model_config = checkpoint_lib.load_params(checkpoint)
   if not model_config:
     raise ValueError(f"checkpoint {checkpoint} has no model_config item; cannot build the model")
+  if compute_dtype:
+    model_config = {**model_config, "compute_dtype": compute_dtype}
   return params, as_model_config(model_config)
 
 
@@ -308,6 +319,13 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
   flags.DEFINE_integer("batch_size", 8, "Prompts per compiled call with --prompts_file.")
   flags.DEFINE_bool("chat", False, "Wrap each prompt as a user turn of the chat template.")
+  define_compute_dtype_flag()
+
+
+def define_compute_dtype_flag():
+  """--compute_dtype, shared by sample, chat and eval."""
+  flags.DEFINE_string("compute_dtype", "", "Compute dtype of the model: float32, bfloat16 or "
+                      "float16 (default: the one recorded with the checkpoint).")
 
 
 def _prompt_texts() -> list[str]:
@@ -329,7 +347,7 @@ def _main(argv):
     raise ValueError(f"give exactly one of --prompt, --prompt_ids, --prompts_file (got {given})")
   if not FLAGS.checkpoint:
     raise ValueError("--checkpoint is required")
-  params, config = load_model(FLAGS.checkpoint)
+  params, config = load_model(FLAGS.checkpoint, FLAGS.compute_dtype)
   sampling = dict(max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
                   top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
 
