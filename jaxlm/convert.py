@@ -11,7 +11,8 @@ generation_config.json (stop ids: EOS and <|end|>); see jaxlm/data/hf_tokenizer.
     tok = AutoTokenizer.from_pretrained(HF_DIR)
     model = AutoModelForCausalLM.from_pretrained(HF_DIR)
     model.generate(**tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
-                                             return_tensors="pt", return_dict=True))
+                                             return_tensors="pt", return_dict=True),
+                   max_new_tokens=256)
 
 --from_hf copies the directory's SentencePiece tokenizer.model into the checkpoint (so
 sample, chat, eval and the phase-3 SFT builder find it), records the compute dtype from
@@ -37,21 +38,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import uuid
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 
 from jaxlm import model as model_lib
 from jaxlm.data import hf_tokenizer
+from jaxlm.sample import COMPUTE_DTYPES
 
 _SUPPORTED_ROPE = ("default", "linear", "yarn")
-# HF's dtype is the one its weights are stored and, by default, computed in; an imported
-# model samples in it (a float32 model sampled in bfloat16 parts from HF's greedy tokens).
-_COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
@@ -124,10 +123,14 @@ def _rope_parameters(hf_config):
 
 
 def _hf_dtype(hf_config) -> str:
-  """The compute dtype HF uses for this config: `dtype` (v5) or `torch_dtype` (v4)."""
+  """The compute dtype HF uses for this config: `dtype` (v5) or `torch_dtype` (v4).
+
+  HF stores the weights in it and by default computes in it; an imported model samples in
+  it too (a float32 model sampled in bfloat16 parts from HF's greedy tokens).
+  """
   dtype = hf_config.get("dtype") or hf_config.get("torch_dtype") or "float32"
   dtype = str(dtype).removeprefix("torch.")
-  return dtype if dtype in _COMPUTE_DTYPES else "float32"
+  return dtype if dtype in COMPUTE_DTYPES else "float32"
 
 
 def hf_config_to_model_config(hf_config) -> dict:
@@ -489,7 +492,7 @@ def export_hf(ckpt_dir, out_dir, tokenizer=""):
     except FileNotFoundError as e:
       if tokenizer:
         raise
-      print(f"warning: exporting the weights without a tokenizer: {e}", file=sys.stderr)
+      logging.warning("exporting the weights without a tokenizer: %s", e)
     else:
       tok = tokenizer_lib.load_tokenizer(path)
       hf_tokenizer.check_exportable(tok.path)

@@ -258,6 +258,9 @@ def test_chat_template_json_is_byte_exact(hf_tok):
   text = hf_tok.apply_chat_template(messages, tools=tools, tokenize=False)
   assert text == "<s>" + chat_format.render_text(messages, tools) + "</s>"
   assert '"ü": "日本", "a": 2.5, "n": null' in text and '<|system|><tools>[{"name": "zeta"' in text
+  # The renderer --from_hf checks foreign templates with is transformers' environment.
+  assert hf_tokenizer.render_chat_template(hf_tok.chat_template, messages, tools,
+                                           bos_token="<s>", eos_token="</s>") == text
   with pytest.raises(Exception, match="unknown role"):
     hf_tok.apply_chat_template([{"role": "narrator", "content": "x"}], tokenize=False)
   with pytest.raises(chat_format.ChatFormatError, match="unknown role"):

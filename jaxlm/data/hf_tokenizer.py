@@ -210,8 +210,9 @@ def chat_template() -> str:
   return "\n".join(lines)
 
 
-def render_chat_template(template: str, messages: Sequence[dict], tools: Sequence[dict] | None = None,
-                         add_generation_prompt: bool = False, **special_tokens: str) -> str:
+def render_chat_template(template: str, messages: Sequence[dict],
+                         tools: Sequence[dict] | None = None, add_generation_prompt: bool = False,
+                         **tokens: str) -> str:
   """Renders a chat template in the environment transformers gives it (needs jinja2)."""
   import jinja2  # pylint: disable=import-outside-toplevel
   from jinja2 import ext, sandbox  # pylint: disable=import-outside-toplevel
@@ -231,7 +232,7 @@ def render_chat_template(template: str, messages: Sequence[dict], tools: Sequenc
   messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
   return env.from_string(template).render(messages=messages, tools=tools,
                                           add_generation_prompt=add_generation_prompt,
-                                          **special_tokens)
+                                          **tokens)
 
 
 # --------------------------------------------------------------------------- the files
@@ -332,8 +333,8 @@ def chat_template_problems(template: str, tokenizer, special: dict[str, str] | N
     return []
   ours = special_tokens(tokenizer)
   special = {**ours, **(special or {})}
-  problems = []
   for messages, tools in PROBES:
+    roles = [m["role"] for m in messages]
     for prompt in (False, True):
       want = ours["bos_token"] + (chat_format.generation_prompt(messages, tools) if prompt else
                                   chat_format.render_text(messages, tools) + ours["eos_token"])
@@ -341,17 +342,15 @@ def chat_template_problems(template: str, tokenizer, special: dict[str, str] | N
         got = render_chat_template(template, messages, tools, prompt, **special)
       except ImportError:
         return ["it differs from jaxlm's template and checking how it renders needs jinja2"]
-      except Exception as e:  # a foreign template may fail in any way
-        return [f"it fails to render a {[m['role'] for m in messages]} conversation: "
-                f"{type(e).__name__}: {e}"]
+      except Exception as e:  # pylint: disable=broad-except  # a foreign template fails any way
+        return [f"it fails to render a {roles} conversation: {type(e).__name__}: {e}"]
       if got != want:
-        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        problems.append(
-            f"for a {[m['role'] for m in messages]} conversation"
-            f"{' with tools' if tools else ''} (add_generation_prompt={prompt}) it renders "
-            f"{got[max(0, at - 20):at + 40]!r} where jaxlm renders {want[max(0, at - 20):at + 40]!r}")
-        return problems
-  return problems
+        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),
+                  min(len(got), len(want)))
+        return [f"for a {roles} conversation{' with tools' if tools else ''} "
+                f"(add_generation_prompt={prompt}) it renders {got[max(0, at - 20):at + 40]!r} "
+                f"where jaxlm renders {want[max(0, at - 20):at + 40]!r}"]
+  return []
 
 
 def read_chat_template(hf_dir: str) -> str | None:
@@ -400,8 +399,8 @@ def vocab_problems(hf_dir: str, tokenizer) -> list[str]:
     return []
   with open(path, encoding="utf-8") as f:
     data = json.load(f)
-  ids = dict(data.get("model", {}).get("vocab") or {}) if isinstance(
-      data.get("model", {}).get("vocab"), dict) else {}
+  vocab = (data.get("model") or {}).get("vocab")
+  ids = dict(vocab) if isinstance(vocab, dict) else {}  # a Unigram vocab is a list: no ids
   ids.update({t["content"]: t["id"] for t in data.get("added_tokens") or []})
   sp = tokenizer.sp
   pieces = list(special_tokens(tokenizer).values()) + [
