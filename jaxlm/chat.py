@@ -20,12 +20,11 @@ Reads stdin line by line, so it can be scripted:  printf 'hi\n/quit\n' | python 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any, Callable, Sequence, TextIO
 
-from absl import app
-from absl import flags
 
 from jaxlm.data import chat_format
 
@@ -178,50 +177,46 @@ def run(session: ChatSession, lines: TextIO, out: TextIO, interactive: bool = Fa
     out.flush()
 
 
-FLAGS = flags.FLAGS
+def parse_args(argv=None) -> argparse.Namespace:
+  from jaxlm import sample  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(prog="python -m jaxlm.chat",
+                                   description=__doc__.split("\n\n")[0])
+  sample.add_model_args(parser)
+  parser.add_argument("--system", default="", help="initial system prompt")
+  parser.add_argument("--tools_file", default="", help="JSON list of function schemas to offer")
+  sample.add_sampling_args(parser, max_new_tokens=256)
+  # A conversation samples by default (each turn draws a new seed from --seed).
+  parser.set_defaults(temperature=0.7, top_p=0.9)
+  return parser.parse_args(argv)
 
 
-def define_flags():
-  flags.DEFINE_string("checkpoint", None, "Params checkpoint (step dir, manager root or tag).")
-  flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: recorded with the checkpoint).")
-  flags.DEFINE_string("system", "", "Initial system prompt.")
-  flags.DEFINE_string("tools_file", "", "JSON list of function schemas to offer.")
-  flags.DEFINE_integer("max_new_tokens", 256, "Longest reply in tokens.")
-  flags.DEFINE_float("temperature", 0.7, "0 = greedy.")
-  flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
-  flags.DEFINE_float("top_p", 0.9, "Nucleus sampling mass (1 = off).")
-  flags.DEFINE_integer("seed", 0, "Sampling seed (each turn draws a new one from it).")
-
-
-def main(argv):
-  del argv
+def main(argv=None):
+  args = parse_args(argv)
   from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
   try:
-    if not FLAGS.checkpoint:
-      raise ValueError("--checkpoint is required")
-    tools = load_tools(FLAGS.tools_file) if FLAGS.tools_file else []
+    tools = load_tools(args.tools_file) if args.tools_file else []
     tokenizer = tokenizer_lib.load_tokenizer(
-        sample.find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
+        sample.find_tokenizer(args.checkpoint, args.tokenizer))
     if not tokenizer.has_chat_tokens:
       raise ValueError(f"tokenizer {tokenizer.path} lacks the chat markers "
                        f"{chat_format.SPECIAL_TOKENS}; chat needs a project tokenizer")
-    params, config = sample.load_model(FLAGS.checkpoint)
+    params, config = sample.load_model(args.checkpoint, args.compute_dtype)
   except (ValueError, FileNotFoundError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   stops = sample.chat_stop_ids(tokenizer)
+  sampling = sample.sampling_kwargs(args)
+  max_new_tokens = sampling.pop("max_new_tokens")
   turn = [0]
 
   def generate_fn(ids, max_new_tokens):
     turn[0] += 1
-    return sample.generate(params, config, [ids], max_new_tokens,
-                           temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-                           top_p=FLAGS.top_p, seed=FLAGS.seed * 100_003 + turn[0],
-                           stop_ids=stops)[0]
+    return sample.generate(params, config, [ids], max_new_tokens, stop_ids=stops,
+                           **{**sampling, "seed": args.seed * 100_003 + turn[0]})[0]
 
-  session = ChatSession(tokenizer, generate_fn, int(config.get("max_seq_len", 2048)),
-                        FLAGS.max_new_tokens, FLAGS.system, tools)
+  session = ChatSession(tokenizer, generate_fn, int(config.max_seq_len), max_new_tokens,
+                        args.system, tools)
   interactive = sys.stdin.isatty()
   if interactive:
     print("Chat with the model; /help lists commands.")
@@ -229,5 +224,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

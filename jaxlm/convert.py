@@ -1,7 +1,24 @@
 """Hugging Face Llama <-> jaxlm checkpoint conversion.
 
-    python -m jaxlm.convert --from_hf HF_DIR --out CKPT_DIR
-    python -m jaxlm.convert --to_hf CKPT_DIR --out HF_DIR
+    python -m jaxlm.convert --from_hf HF_DIR --out CKPT_DIR [--ignore_chat_template]
+    python -m jaxlm.convert --to_hf CKPT_DIR --out HF_DIR [--tokenizer T.model | none]
+
+--to_hf writes config.json and model.safetensors, and with the tokenizer the checkpoint was
+trained with (found as jaxlm.sample finds it, or --tokenizer) also tokenizer.model,
+tokenizer.json, tokenizer_config.json (with the chat template), special_tokens_map.json and
+generation_config.json (stop ids: EOS and <|end|>); see jaxlm/data/hf_tokenizer.py. Then
+
+    tok = AutoTokenizer.from_pretrained(HF_DIR)
+    model = AutoModelForCausalLM.from_pretrained(HF_DIR)
+    model.generate(**tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                             return_tensors="pt", return_dict=True),
+                   max_new_tokens=256)
+
+--from_hf copies the directory's SentencePiece tokenizer.model into the checkpoint (so
+sample, chat, eval and the phase-3 SFT builder find it), records the compute dtype from
+config.json's dtype / torch_dtype, and checks the directory's chat template: jaxlm renders
+conversations only in its own format (jaxlm/data/chat_format.py), so a template that renders
+differently is refused unless --ignore_chat_template.
 
 HF Llama applies RoPE in the "rotate_half" layout (dimension i pairs with i + H/2),
 which is the layout jaxlm.model.apply_rope uses, so q/k weights need no permutation:
@@ -14,21 +31,23 @@ Pure functions (used by the CLI and the tests):
     hf_config_to_model_config(hf_config) -> dict
     hf_state_dict_to_params(state_dict, hf_config) -> (params, model_config dict)
     params_to_hf_state_dict(params, model_config) -> (state_dict, hf_config dict)
-    write_hf_checkpoint(out_dir, state_dict, hf_config)
+    write_hf_checkpoint(out_dir, state_dict, hf_config, tokenizer=None)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import uuid
 
-from absl import app
-from absl import flags
+from absl import logging
 import jax
 import numpy as np
 
 from jaxlm import model as model_lib
+from jaxlm.data import hf_tokenizer
+from jaxlm.sample import COMPUTE_DTYPES
 
 _SUPPORTED_ROPE = ("default", "linear", "yarn")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -102,6 +121,17 @@ def _rope_parameters(hf_config):
   return float(theta), params
 
 
+def _hf_dtype(hf_config) -> str:
+  """The compute dtype HF uses for this config: `dtype` (v5) or `torch_dtype` (v4).
+
+  HF stores the weights in it and by default computes in it; an imported model samples in
+  it too (a float32 model sampled in bfloat16 parts from HF's greedy tokens).
+  """
+  dtype = hf_config.get("dtype") or hf_config.get("torch_dtype") or "float32"
+  dtype = str(dtype).removeprefix("torch.")
+  return dtype if dtype in COMPUTE_DTYPES else "float32"
+
+
 def hf_config_to_model_config(hf_config) -> dict:
   """jaxlm model config dict for an HF Llama config; unsupported features raise."""
   arch = hf_config.get("architectures") or []
@@ -134,6 +164,7 @@ def hf_config_to_model_config(hf_config) -> dict:
       rope_original_max_len=int(hf_config.get("max_position_embeddings", 2048)),
       tie_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
       norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
+      compute_dtype=_hf_dtype(hf_config),
   )
   if rope_type != "default":
     config["rope_scaling"] = rope_type
@@ -329,8 +360,24 @@ def params_to_hf_state_dict(params, model_config):
   return state_dict, hf_config
 
 
-def write_hf_checkpoint(out_dir, state_dict, hf_config):
-  """Writes config.json + model.safetensors into out_dir atomically."""
+def _replace_dir(tmp, out_dir):
+  """Moves the finished directory tmp to out_dir, replacing what was there."""
+  if os.path.exists(out_dir):
+    old = os.path.join(os.path.dirname(out_dir),
+                       f".{os.path.basename(out_dir)}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp, out_dir)
+
+
+def write_hf_checkpoint(out_dir, state_dict, hf_config, tokenizer=None):
+  """Writes config.json + model.safetensors into out_dir atomically.
+
+  With `tokenizer` (a jaxlm.data.tokenizer.Tokenizer) also the tokenizer files, the chat
+  template and generation_config.json, and config.json gets its BOS / EOS / pad ids.
+  """
   from safetensors.numpy import save_file
   out_dir = os.path.abspath(out_dir)
   parent = os.path.dirname(out_dir)
@@ -338,65 +385,152 @@ def write_hf_checkpoint(out_dir, state_dict, hf_config):
   tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
   os.makedirs(tmp)
   try:
+    if tokenizer is not None:
+      if tokenizer.vocab_size > int(hf_config["vocab_size"]):
+        raise ValueError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but the "
+                         f"model only {hf_config['vocab_size']} embeddings: not its tokenizer")
+      generation = hf_tokenizer.generation_config(tokenizer)
+      hf_config = {**hf_config, "bos_token_id": generation["bos_token_id"],
+                   "eos_token_id": tokenizer.eos_id, "pad_token_id": generation["pad_token_id"]}
+      hf_tokenizer.write_tokenizer_files(tmp, tokenizer, hf_config["max_position_embeddings"])
+      with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+        json.dump(generation, f, indent=2)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(hf_config, f, indent=2)
     save_file(state_dict, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    _replace_dir(tmp, out_dir)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return out_dir
 
 
+# --------------------------------------------------------------------------- tokenizer
+
+
+def _hf_tokenizer(hf_dir, vocab_size, ignore_chat_template=False):
+  """The SentencePiece model of an HF directory that jaxlm can use as the model's own.
+
+  Returns (path or None, what was found, in words). Raises ValueError where the directory's
+  tokenizer or chat template cannot be jaxlm's (see the module doc).
+  """
+  from jaxlm.data import tokenizer as tokenizer_lib
+  sp_path = os.path.join(hf_dir, "tokenizer.model")
+  template = None if ignore_chat_template else hf_tokenizer.read_chat_template(hf_dir)
+  escape = ("; pass --ignore_chat_template to import the model anyway (jaxlm then chats "
+            "with it and fine-tunes it in jaxlm's format, not the one it was trained in)")
+  if not os.path.isfile(sp_path):
+    if template:
+      raise ValueError(f"{hf_dir} has a chat template but no SentencePiece tokenizer.model: "
+                       "jaxlm tokenizes with SentencePiece only, so it cannot render that "
+                       f"model's chat format{escape}")
+    others = [n for n in ("tokenizer.json", "tokenizer_config.json")
+              if os.path.isfile(os.path.join(hf_dir, n))]
+    return None, (f"no tokenizer: {hf_dir} has {', '.join(others)} but no SentencePiece "
+                  "tokenizer.model, the only kind jaxlm reads; pass --tokenizer when sampling"
+                  if others else "no tokenizer")
+  tok = tokenizer_lib.load_tokenizer(sp_path)
+  if tok.vocab_size > vocab_size:
+    raise ValueError(f"{sp_path} has {tok.vocab_size} pieces but the model only {vocab_size} "
+                     "embeddings: not the model's tokenizer")
+  problems = hf_tokenizer.vocab_problems(hf_dir, tok)
+  if problems:
+    raise ValueError(f"{hf_dir}: tokenizer.json and tokenizer.model disagree: {problems[0]}")
+  if not template:
+    return sp_path, "tokenizer.model" + (", chat template ignored" if ignore_chat_template else "")
+  problems = hf_tokenizer.chat_template_problems(template, tok,
+                                                 hf_tokenizer.read_special_tokens(hf_dir))
+  if problems:
+    raise ValueError(f"the chat template of {hf_dir} is not jaxlm's chat format "
+                     f"(jaxlm/data/chat_format.py): {problems[0]}{escape}")
+  return sp_path, "tokenizer.model, chat template = jaxlm's chat format"
+
+
 # --------------------------------------------------------------------------- CLI
 
 
-def import_hf(hf_dir, out_dir, overrides=None):
-  """HF directory -> jaxlm params checkpoint at out_dir. Returns the model config dict."""
+def import_hf(hf_dir, out_dir, overrides=None, ignore_chat_template=False):
+  """HF directory -> jaxlm params checkpoint at out_dir (+ its tokenizer.model).
+
+  Returns (model config dict, what tokenizer was imported, in words).
+  """
   from jaxlm import checkpoint
   state_dict, hf_config = read_hf_checkpoint(hf_dir)
   params, cfg = hf_state_dict_to_params(state_dict, hf_config)
   cfg = dict(model_lib.model_config({**cfg, **(overrides or {})}))
-  checkpoint.save_params(out_dir, params, cfg)
-  return cfg
-
-
-def export_hf(ckpt_dir, out_dir):
-  """jaxlm params checkpoint -> HF directory (config.json + model.safetensors)."""
-  from jaxlm import checkpoint
-  params, cfg = checkpoint.load_params(ckpt_dir)
-  state_dict, hf_config = params_to_hf_state_dict(params, cfg)
-  return write_hf_checkpoint(out_dir, state_dict, hf_config)
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  # Defined only when run as a command, so importing this module next to other CLIs
-  # (tests, notebooks) does not clash on flag names.
-  flags.DEFINE_string("from_hf", None, "Hugging Face Llama directory to import.")
-  flags.DEFINE_string("to_hf", None, "jaxlm params checkpoint to export.")
-  flags.DEFINE_string("out", None, "Output directory.")
-
-
-def main(argv):
-  del argv
-  if bool(FLAGS.from_hf) == bool(FLAGS.to_hf) or not FLAGS.out:
-    raise SystemExit("error: give exactly one of --from_hf / --to_hf, and --out")
+  sp_path, found = _hf_tokenizer(hf_dir, cfg["vocab_size"], ignore_chat_template)
+  out_dir = os.path.abspath(out_dir)
+  # Built beside out_dir and renamed into place, so out_dir never lacks its tokenizer.
+  tmp = os.path.join(os.path.dirname(out_dir),
+                     f".{os.path.basename(out_dir)}.import-{uuid.uuid4().hex[:8]}")
   try:
-    if FLAGS.from_hf:
-      cfg = import_hf(FLAGS.from_hf, FLAGS.out)
-      print(f"wrote jaxlm checkpoint {FLAGS.out} ({cfg['n_layers']} layers, "
-            f"d_model {cfg['d_model']}, vocab {cfg['vocab_size']})")
+    checkpoint.save_params(tmp, params, cfg)
+    if sp_path:
+      # Where jaxlm.sample.find_tokenizer looks first.
+      shutil.copyfile(sp_path, os.path.join(tmp, "tokenizer.model"))
+    _replace_dir(tmp, out_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return cfg, found
+
+
+def export_hf(ckpt_dir, out_dir, tokenizer=""):
+  """jaxlm params checkpoint -> HF directory (weights, config and the tokenizer files).
+
+  `tokenizer`: a SentencePiece model; "" = the one recorded with the checkpoint (found as
+  jaxlm.sample finds it; without one the weights are exported alone); "none" = weights only.
+  Returns (out_dir, the tokenizer path or None).
+  """
+  from jaxlm import checkpoint
+  from jaxlm import sample
+  from jaxlm.data import tokenizer as tokenizer_lib
+  params, cfg = checkpoint.load_params(ckpt_dir)
+  tok = None
+  if tokenizer != "none":
+    try:
+      path = sample.find_tokenizer(ckpt_dir, tokenizer)
+    except FileNotFoundError as e:
+      if tokenizer:
+        raise
+      logging.warning("exporting the weights without a tokenizer: %s", e)
     else:
-      export_hf(FLAGS.to_hf, FLAGS.out)
-      print(f"wrote Hugging Face model {FLAGS.out}")
+      tok = tokenizer_lib.load_tokenizer(path)
+      hf_tokenizer.check_exportable(tok.path)
+  state_dict, hf_config = params_to_hf_state_dict(params, cfg)
+  return write_hf_checkpoint(out_dir, state_dict, hf_config, tok), tok.path if tok else None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m jaxlm.convert",
+                                   description=__doc__.split("\n\n")[0])
+  direction = parser.add_mutually_exclusive_group(required=True)
+  direction.add_argument("--from_hf", help="Hugging Face Llama directory to import")
+  direction.add_argument("--to_hf", help="jaxlm params checkpoint to export")
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--tokenizer", default="",
+                      help="--to_hf: SentencePiece model to export (default: the one recorded "
+                           "with the checkpoint; 'none': weights only)")
+  parser.add_argument("--ignore_chat_template", action="store_true",
+                      help="--from_hf: import a model whose chat template is not jaxlm's chat "
+                           "format (it is then used in jaxlm's)")
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  try:
+    if args.from_hf:
+      cfg, found = import_hf(args.from_hf, args.out,
+                             ignore_chat_template=args.ignore_chat_template)
+      print(f"wrote jaxlm checkpoint {args.out} ({cfg['n_layers']} layers, "
+            f"d_model {cfg['d_model']}, vocab {cfg['vocab_size']}, compute "
+            f"{cfg['compute_dtype']}; {found})")
+    else:
+      _, tok_path = export_hf(args.to_hf, args.out, args.tokenizer)
+      print(f"wrote Hugging Face model {args.out} "
+            f"({'tokenizer ' + tok_path if tok_path else 'no tokenizer'})")
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

@@ -444,10 +444,10 @@ def run_cheap_suites(params, model_config, config) -> dict[str, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+  from jaxlm import sample  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(prog="python -m jaxlm.eval",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--checkpoint", required=True,
-                      help="params checkpoint (step dir, manager root or final tag)")
+  sample.add_model_args(parser)
   parser.add_argument("--suite", default="passkey",
                       help=f"comma-separated suites from {list(EVALUATORS)}")
   parser.add_argument("--lengths", default="1024,2048,4096,8192",
@@ -459,8 +459,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--max_records", type=int, default=0,
                       help="use at most this many records of the held-out files (0 = all)")
   parser.add_argument("--seed", type=int, default=0, help="seed for keys and needles")
-  parser.add_argument("--tokenizer", default="",
-                      help="SentencePiece model (default: recorded with the checkpoint)")
   parser.add_argument("--val_dir", default="",
                       help="split directory for the val suite (default: the run's val_dir)")
   parser.add_argument("--val_seq_len", type=int, default=0,
@@ -487,7 +485,7 @@ def _main(args: argparse.Namespace) -> None:
   from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   from jaxlm import sample  # pylint: disable=import-outside-toplevel
   suites = [s.strip() for s in args.suite.split(",") if s.strip()]
-  params, model_config = sample.load_model(args.checkpoint)
+  params, model_config = sample.load_model(args.checkpoint, args.compute_dtype)
   tokenizer = None
   if any(s in GENERATIVE_SUITES for s in suites):
     tokenizer = tokenizer_lib.load_tokenizer(sample.find_tokenizer(args.checkpoint,

@@ -23,14 +23,13 @@ first stop token.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
 import sys
 from typing import Any, Mapping, Sequence
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -269,12 +268,23 @@ def find_tokenizer(checkpoint: str, tokenizer_flag: str = "") -> str:
       f"{', '.join(looked)})")
 
 
-def load_model(checkpoint: str):
-  """(params, model ConfigDict) of any checkpoint `jaxlm.checkpoint.load_params` accepts."""
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model(checkpoint: str, compute_dtype: str = ""):
+  """(params, model ConfigDict) of any checkpoint `jaxlm.checkpoint.load_params` accepts.
+
+  The model computes in the checkpoint's recorded `compute_dtype` (what it was trained in;
+  for `jaxlm.convert --from_hf`, the HF config's dtype) unless `compute_dtype` is given.
+  """
   from jaxlm import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
+  if compute_dtype and compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"--compute_dtype {compute_dtype!r}; expected one of {COMPUTE_DTYPES}")
   params, model_config = checkpoint_lib.load_params(checkpoint)
   if not model_config:
     raise ValueError(f"checkpoint {checkpoint} has no model_config item; cannot build the model")
+  if compute_dtype:
+    model_config = {**model_config, "compute_dtype": compute_dtype}
   return params, as_model_config(model_config)
 
 
@@ -291,61 +301,84 @@ def chat_stop_ids(tokenizer) -> list[int]:
 
 # ------------------------------------------------------------------------------- CLI
 
-FLAGS = flags.FLAGS
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+  """--checkpoint, --tokenizer, --compute_dtype: shared by sample, chat and eval."""
+  parser.add_argument("--checkpoint", required=True,
+                      help="params checkpoint (step dir, manager root or final tag)")
+  parser.add_argument("--tokenizer", default="",
+                      help="SentencePiece model (default: recorded with the checkpoint)")
+  add_compute_dtype_arg(parser)
 
 
-def define_flags():
-  """Flags of the CLI (defined only when run as a program, so importing this module is free)."""
-  flags.DEFINE_string("checkpoint", None, "Params checkpoint (step dir, manager root or tag).")
-  flags.DEFINE_string("prompt", None, "Prompt text.")
-  flags.DEFINE_string("prompt_ids", None, "Prompt token ids, comma-separated (no tokenizer needed).")
-  flags.DEFINE_string("prompts_file", None, "A file of prompts, one per line (batched).")
-  flags.DEFINE_string("tokenizer", "", "SentencePiece model (default: recorded with the checkpoint).")
-  flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate per prompt.")
-  flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-  flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
-  flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
-  flags.DEFINE_integer("seed", 0, "Sampling seed.")
-  flags.DEFINE_integer("batch_size", 8, "Prompts per compiled call with --prompts_file.")
-  flags.DEFINE_bool("chat", False, "Wrap each prompt as a user turn of the chat template.")
+def add_compute_dtype_arg(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--compute_dtype", default="", choices=("",) + COMPUTE_DTYPES,
+                      help="compute dtype of the model (default: the one recorded with the "
+                           "checkpoint)")
 
 
-def _prompt_texts() -> list[str]:
-  if FLAGS.prompts_file:
-    if not os.path.exists(FLAGS.prompts_file):
-      raise FileNotFoundError(f"--prompts_file {FLAGS.prompts_file} does not exist")
-    with open(FLAGS.prompts_file, encoding="utf-8") as f:
+def add_sampling_args(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
+  """How tokens are drawn: shared by sample and chat."""
+  parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens,
+                      help="tokens to generate per prompt")
+  parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  parser.add_argument("--top_k", type=int, default=0,
+                      help="keep the k most likely tokens (0 = off)")
+  parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+  parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+  """The `generate` keywords of `add_sampling_args`'s flags."""
+  return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+              top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m jaxlm.sample",
+                                   description=__doc__.split("\n\n")[0])
+  add_model_args(parser)
+  prompts = parser.add_mutually_exclusive_group(required=True)
+  prompts.add_argument("--prompt", help="prompt text")
+  prompts.add_argument("--prompt_ids",
+                       help="prompt token ids, comma-separated (no tokenizer needed)")
+  prompts.add_argument("--prompts_file", help="a file of prompts, one per line (batched)")
+  add_sampling_args(parser)
+  parser.add_argument("--batch_size", type=int, default=8,
+                      help="prompts per compiled call with --prompts_file")
+  parser.add_argument("--chat", action="store_true",
+                      help="wrap each prompt as a user turn of the chat template")
+  return parser.parse_args(argv)
+
+
+def _prompt_texts(args: argparse.Namespace) -> list[str]:
+  if args.prompts_file:
+    if not os.path.exists(args.prompts_file):
+      raise FileNotFoundError(f"--prompts_file {args.prompts_file} does not exist")
+    with open(args.prompts_file, encoding="utf-8") as f:
       texts = [line.rstrip("\n") for line in f if line.strip()]
     if not texts:
-      raise ValueError(f"--prompts_file {FLAGS.prompts_file} holds no prompts")
+      raise ValueError(f"--prompts_file {args.prompts_file} holds no prompts")
     return texts
-  return [FLAGS.prompt]
+  return [args.prompt]
 
 
-def _main(argv):
-  del argv
-  given = [name for name in ("prompt", "prompt_ids", "prompts_file") if FLAGS[name].value]
-  if len(given) != 1:
-    raise ValueError(f"give exactly one of --prompt, --prompt_ids, --prompts_file (got {given})")
-  if not FLAGS.checkpoint:
-    raise ValueError("--checkpoint is required")
-  params, config = load_model(FLAGS.checkpoint)
-  sampling = dict(max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
-                  top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
+def _main(args: argparse.Namespace) -> None:
+  params, config = load_model(args.checkpoint, args.compute_dtype)
+  sampling = sampling_kwargs(args)
 
-  if FLAGS.prompt_ids:
+  if args.prompt_ids:
     try:
-      ids = [int(t) for t in FLAGS.prompt_ids.replace(" ", "").split(",") if t]
+      ids = [int(t) for t in args.prompt_ids.replace(" ", "").split(",") if t]
     except ValueError:
-      raise ValueError(f"--prompt_ids {FLAGS.prompt_ids!r} is not a comma-separated list of "
+      raise ValueError(f"--prompt_ids {args.prompt_ids!r} is not a comma-separated list of "
                        "integers") from None
     # No tokenizer is needed here; one found with the checkpoint adds its stop ids and a
     # decoded line.
     from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
     try:
-      tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
+      tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(args.checkpoint, args.tokenizer))
     except FileNotFoundError:
-      if FLAGS.tokenizer:
+      if args.tokenizer:
         raise
       tokenizer = None
     stops = chat_stop_ids(tokenizer) if tokenizer else ()
@@ -357,29 +390,29 @@ def _main(argv):
 
   from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
   from jaxlm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
-  tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(FLAGS.checkpoint, FLAGS.tokenizer))
-  texts = _prompt_texts()
-  if FLAGS.chat:
+  tokenizer = tokenizer_lib.load_tokenizer(find_tokenizer(args.checkpoint, args.tokenizer))
+  texts = _prompt_texts(args)
+  if args.chat:
     prompts = [chat_format.encode_prompt(tokenizer, [{"role": "user", "content": t}])
                for t in texts]
   else:
     prompts = [[tokenizer.bos_id] + tokenizer.encode(t) for t in texts]
   outputs = generate(params, config, prompts, stop_ids=chat_stop_ids(tokenizer),
-                     batch_size=min(FLAGS.batch_size, len(prompts)), **sampling)
+                     batch_size=min(args.batch_size, len(prompts)), **sampling)
   for text, new in zip(texts, outputs):
     if len(texts) > 1:
       print(f"### {text}")
     print(tokenizer.decode(new))
 
 
-def main(argv):
+def main(argv=None):
+  args = parse_args(argv)
   try:
-    _main(argv)
+    _main(args)
   except (ValueError, FileNotFoundError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

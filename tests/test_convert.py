@@ -86,8 +86,49 @@ def test_cli_round_trip_through_jaxlm_checkpoint(tmp_path):
 
   from jaxlm import checkpoint
   params, model_config = checkpoint.load_params(str(tmp_path / "ckpt"))
-  assert model_config["compute_dtype"] == "bfloat16"  # imported models train in bf16
+  # Sampled in the dtype HF computes this model in (a training phase that starts from it
+  # takes its own config's compute dtype).
+  assert model_config["compute_dtype"] == "float32"
   assert_close_relative(jax_logits(params, model_config, TOKENS), hf_logits(hf, TOKENS))
+
+
+def test_converted_float32_model_samples_like_generate_for_a_long_prompt(tmp_path):
+  """The compute dtype comes from the HF config: in bfloat16, greedy tokens after 120-token
+  prompts part from HF's within a few steps; in the recorded float32 they are HF's."""
+  from jaxlm import sample
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(
+      vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+      rms_norm_eps=1e-5, rope_theta=10000.0, initializer_range=0.3, tie_word_embeddings=False,
+      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+  hf = transformers.LlamaForCausalLM(cfg).eval()
+  hf.save_pretrained(tmp_path / "hf")
+  run_cli(f"--from_hf={tmp_path / 'hf'}", f"--out={tmp_path / 'ckpt'}")
+  params, config = sample.load_model(str(tmp_path / "ckpt"))
+  assert config.compute_dtype == "float32"
+  prompts = [np.random.default_rng(seed).integers(0, 128, 120).tolist() for seed in range(6)]
+  expected = []
+  for prompt in prompts:
+    with torch.no_grad():
+      out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, 120),
+                        max_new_tokens=24, min_new_tokens=24, do_sample=False)
+    expected.append(out[0, 120:].tolist())
+  assert sample.generate(params, config, prompts, max_new_tokens=24) == expected
+
+  _, bf16 = sample.load_model(str(tmp_path / "ckpt"), "bfloat16")  # --compute_dtype
+  assert bf16.compute_dtype == "bfloat16"
+  # What the recorded dtype fixes (on this CPU, 3 of the 6 rows part from HF's tokens).
+  assert sample.generate(params, bf16, prompts, max_new_tokens=24) != expected
+  with pytest.raises(ValueError, match="--compute_dtype 'fp8'"):
+    sample.load_model(str(tmp_path / "ckpt"), "fp8")
+
+  # A bfloat16 HF model is recorded as such (`dtype`, or transformers 4's `torch_dtype`).
+  assert convert.hf_config_to_model_config({**hf.config.to_dict(), "dtype": "bfloat16"})[
+      "compute_dtype"] == "bfloat16"
+  legacy = {k: v for k, v in hf.config.to_dict().items() if k != "dtype"}
+  assert convert.hf_config_to_model_config({**legacy, "torch_dtype": "bfloat16"})[
+      "compute_dtype"] == "bfloat16"
 
 
 def test_ntk_exports_as_a_larger_base(tmp_path):
@@ -146,7 +187,7 @@ def test_cli_exits_nonzero_with_message(tmp_path):
   assert code != 0 and "config.json" in out and str(tmp_path / "nope") in out
   code, out = run_cli(f"--from_hf={tmp_path}", f"--to_hf={tmp_path}",
                       f"--out={tmp_path / 'out'}", expect_ok=False)
-  assert code != 0 and "exactly one" in out
+  assert code != 0 and "--to_hf: not allowed with argument --from_hf" in out
   assert not os.path.exists(tmp_path / "out")
 
 
