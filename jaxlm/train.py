@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 import signal
 import sys
@@ -288,13 +287,10 @@ class _StopSignal:
 
 
 def _run_eval_hook(params, model_config, config) -> dict:
-  """jaxlm.eval.run_cheap_suites at validation, when asked for and available."""
+  """jaxlm.eval.run_cheap_suites at validation, when config.eval_during_training."""
   if not config.eval_during_training:
     return {}
-  if importlib.util.find_spec("jaxlm.eval") is None:
-    logging.warning("eval_during_training=True but jaxlm.eval does not exist; skipped.")
-    return {}
-  from jaxlm import eval as eval_lib
+  from jaxlm import eval as eval_lib  # pylint: disable=import-outside-toplevel
   results = eval_lib.run_cheap_suites(params, model_config, config) or {}
   return {k: float(v) for k, v in results.items() if isinstance(v, (int, float, np.number))}
 
