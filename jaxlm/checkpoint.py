@@ -34,6 +34,7 @@ import shutil
 import uuid
 from typing import Any, Mapping
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -276,6 +277,20 @@ class TrainCheckpoints:
 
   Every save writes the full training state, so a best checkpoint can also be
   resumed from; `load_params` reads its params for the next phase.
+
+  Saves are asynchronous: Orbax commits them in background threads. Use the object as a
+  context manager (``with TrainCheckpoints(...) as checkpoints:``): leaving the block,
+  normally or by an exception, waits until every save is committed and closes both
+  managers, so no write is left running when the process reaches interpreter shutdown
+  (where Orbax's commit thread would fail with "cannot schedule new futures after
+  interpreter shutdown").
+
+  With several processes the two managers must never finalize at the same time: Orbax
+  names its cross-process barriers by `barrier_sync_key_prefix` only (e.g.
+  "ThreadSaveMultiHostValueHolder:set_value_start" for every save of every manager), so
+  two managers committing concurrently can meet at each other's barrier, which fails with
+  "Barrier ... is already ongoing" on one process and deadlocks the other. Each manager
+  gets its own prefix, and a save first waits for the other manager's save to commit.
   """
 
   def __init__(self, workdir: str, keep_latest: int = 2):
@@ -286,8 +301,10 @@ class TrainCheckpoints:
     # (a full training state); it is never resumed from, and is deleted on the next start.
     self.latest = ocp.CheckpointManager(
         self.latest_dir,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True,
-                                             cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep_latest, create=True, cleanup_tmp_directories=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="jaxlm_latest")))
     self.best = ocp.CheckpointManager(
         self.best_dir,
         options=ocp.CheckpointManagerOptions(
@@ -298,7 +315,10 @@ class TrainCheckpoints:
             step_prefix="best_step",
             step_format_fixed_length=4,
             create=True,
-            cleanup_tmp_directories=True))
+            cleanup_tmp_directories=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="jaxlm_best")))
+    self._closed = False
 
   @staticmethod
   def _save_args(state: Mapping[str, Any]) -> ocp.args.Composite:
@@ -317,10 +337,12 @@ class TrainCheckpoints:
     """Saves `state` (params, opt_state, train_state, model_config, data_iter)."""
     if step in self.latest.all_steps():
       return
+    self.best.wait_until_finished()  # one manager committing at a time (class docstring)
     self.latest.save(step, args=self._save_args(state), force=True)
 
   def save_best(self, step: int, state: Mapping[str, Any], val_loss: float) -> bool:
     """Saves `state` under best/ if `val_loss` beats the best so far; returns whether it did."""
+    self.latest.wait_until_finished()  # one manager committing at a time (class docstring)
     self.best.wait_until_finished()  # the previous best's metrics are known once committed
     best_step = self.best.best_step()
     if best_step is not None:
@@ -360,5 +382,25 @@ class TrainCheckpoints:
     self.best.wait_until_finished()
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Waits until every save is committed, then closes both managers (idempotent)."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self.latest.close()
+    finally:
+      self.best.close()
+
+  def __enter__(self) -> "TrainCheckpoints":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> bool:
+    if exc_type is None:
+      self.close()  # a failed commit is an error of the run
+      return False
+    try:  # an error (or a second Ctrl-C) is unwinding: still commit what is in flight
+      self.close()
+    except BaseException:  # pylint: disable=broad-except
+      logging.exception("Closing the checkpoint managers after %s failed too.",
+                        exc_type.__name__)
+    return False  # the original exception propagates

@@ -411,7 +411,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
   progress = tqdm.tqdm(total=config.total_opt_steps, initial=step, unit="step",
                        dynamic_ncols=True, leave=False,
                        disable=not (distributed.is_main_process() and sys.stderr.isatty()))
-  with _StopSignal() as stop_signal, progress:
+  # Leaving this block in any way (end, signal, NonFiniteError, any error) commits every
+  # checkpoint save in flight and closes the managers: no write outlives the run.
+  with _StopSignal() as stop_signal, checkpoints, progress:
     while step < last_step:
       batch = program.shard_batch(next(train_iter), TRAIN_FIELDS, accum)
       state, metrics = program.train_step(state, batch)
@@ -474,12 +476,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> dict:
         interrupted = True
         break
 
-  checkpoints.wait_until_finished()
-  if step >= config.total_opt_steps and config.final_dir:
+  if step >= config.total_opt_steps and config.final_dir:  # synchronous: done on return
     path = ckpt_lib.save_params(config.final_dir, state["params"], model_config.to_dict(),
                                 run_config=config.to_dict())
     logging.info("Final params written to %s", path)
-  checkpoints.close()
   writer.close()
   last_metrics.update(step=step, interrupted=interrupted)
   return last_metrics
