@@ -127,10 +127,10 @@ def test_two_processes_train_like_one(tmp_path):
     np.testing.assert_array_equal(value, params[0][key], err_msg=key)
 
 
-def _run_training_command(tmp_path):
+def _run_training_command(tmp_path, val_every=2):
   """`python -m jaxlm.main` launched twice with a coordinator (2 processes x 1 CPU device):
-  4 steps, validation and best/latest saves at steps 2 and 4, the final params tag.
-  Returns (workdir, final tag dir, each process's output)."""
+  4 steps, validation with best and latest saves every `val_every` steps, the final params
+  tag. Returns (workdir, final tag dir, each process's output)."""
   shard_dir = tmp_path / "shards"
   train_dir = sharding_helpers.write_tiny_shards(str(shard_dir))
   port = portpicker.pick_unused_port()
@@ -142,8 +142,8 @@ def _run_training_command(tmp_path):
        "--config.init_from=", f"--config.workdir={workdir}", f"--config.train_dir={train_dir}",
        f"--config.val_dir={train_dir}", "--config.model.vocab_size=256",
        f"--config.seq_len={SEQ_LEN}", "--config.mesh.fsdp=-1", "--config.micro_batch_size=2",
-       "--config.val_batch_size=2", "--config.total_opt_steps=4", "--config.val_every_opt=2",
-       "--config.log_every=1",
+       "--config.val_batch_size=2", "--config.total_opt_steps=4",
+       f"--config.val_every_opt={val_every}", "--config.log_every=1",
        f"--config.final_dir={final}", f"--coordinator_address=127.0.0.1:{port}",
        "--num_processes=2", f"--process_id={rank}"]
       for rank in range(2)], env)
@@ -194,7 +194,9 @@ def test_the_training_command_under_cpu_load_repeatedly(tmp_path):
           for _ in range(os.cpu_count() or 1)]
   try:
     for i in range(repeats):
-      _, final, outputs = _run_training_command(tmp_path / f"run{i}")
+      # Validation every step: a latest and (if the val loss improved) a best save
+      # at each of the 4 steps, each a chance for the two managers' commits to overlap.
+      _, final, outputs = _run_training_command(tmp_path / f"run{i}", val_every=1)
       for rank, output in enumerate(outputs):
         for sign in ("Traceback", "cannot schedule new futures", "already ongoing"):
           assert sign not in output, f"run {i}, process {rank}:\n{output[-4000:]}"
