@@ -186,6 +186,44 @@ def test_resume_after_sigterm_matches_straight_run(phase2_run, shards, tmp_path,
   assert allclose_trees(straight_params, resumed_params)
 
 
+class _RaiseAtBatch(_SignalAtBatch):
+  """Raises RuntimeError when batch `n` is read (an error in the middle of the loop)."""
+
+  def __next__(self):
+    self.count += 1
+    if self.count == self.n:
+      raise RuntimeError("data source failed")
+    return next(self.iterator)
+
+
+def test_an_error_in_the_loop_commits_the_saves_in_flight_and_closes(shards, tmp_path,
+                                                                     monkeypatch):
+  """Step 3 validates and saves best and latest asynchronously; reading batch 4 then fails.
+  The error propagates, and by then both saves are committed and both managers closed:
+  nothing is left writing when the process goes on to exit."""
+  config = train_helpers.tiny_config(phase2, str(tmp_path / "wd"), shards)
+  real_iterator = input_pipeline.make_train_iterator
+  monkeypatch.setattr(input_pipeline, "make_train_iterator",
+                      lambda *a, **k: _RaiseAtBatch(real_iterator(*a, **k), n=4))
+  opened = []
+
+  class Recorded(ckpt_lib.TrainCheckpoints):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      opened.append(self)
+
+  monkeypatch.setattr(ckpt_lib, "TrainCheckpoints", Recorded)
+  with pytest.raises(RuntimeError, match="data source failed"):
+    train.train_and_evaluate(config)
+  assert len(opened) == 1 and opened[0]._closed  # pylint: disable=protected-access
+  for manager in (opened[0].latest, opened[0].best):
+    assert not manager.is_saving_in_progress()
+  assert os.listdir(os.path.join(config.workdir, "latest")) == ["3"]
+  assert os.listdir(os.path.join(config.workdir, "best")) == ["best_step_0003"]
+  params, _ = ckpt_lib.load_params(os.path.join(config.workdir, "latest"))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
 def test_misspelt_config_key_is_refused_with_valid_keys():
   result = subprocess.run(
       [sys.executable, "-m", "jaxlm.main", "--config=configs/phase2_5.py:tiny",
