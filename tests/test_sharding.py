@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -15,6 +16,7 @@ from jaxlm import checkpoint
 from jaxlm import distributed
 from jaxlm import sharding
 from tests import sharding_helpers
+from tests import train_helpers
 
 SEQ_LEN, MICRO, ACCUM = 16, 8, 2
 
@@ -168,25 +170,40 @@ def test_shard_batch_builds_global_arrays():
 
 
 @pytest.fixture(scope="module")
-def fresh_state():
-  """The initial train state as numpy (initialised once: compiling init is slow; numpy
-  because the step donates its input arrays)."""
-  return jax.device_get(mp.init_state(_config(), _mesh(1, 1, 1))[3])
+def fresh_params():
+  """The initial params as numpy (initialised once: compiling init is slow; numpy because
+  the step donates its input arrays)."""
+  return jax.device_get(mp.init_state(_config(), _mesh(1, 1, 1))[3]["params"])
 
 
-def _train(mesh, batches, fresh_state):
-  model, optimizer, schedule, fresh = mp.build(_config())
-  del fresh
-  abstract = jax.eval_shape(lambda s: s, fresh_state)
+def _optimizer(kind):
+  """The trainer's optimizer (clipping + AdamW) or plain SGD on the same LR schedule, with
+  each step's gradient recorded in opt_state[0] (train_helpers.record_gradients)."""
+  _, adamw, schedule, _ = mp.build(_config())
+  inner = adamw if kind == "adamw" else optax.sgd(schedule)
+  return optax.chain(train_helpers.record_gradients(), inner)
+
+
+def _train(mesh, batches, params, kind):
+  """Steps of the jitted train_step on `mesh` from `params`: (final state, its shardings,
+  losses, learning rates, each step's gradient as numpy)."""
+  model, _, schedule, _ = mp.build(_config())
+  optimizer = _optimizer(kind)
+  state = {"params": params, "opt_state": optimizer.init(params),
+           "train_state": {"step": np.int32(0), "nonfinite_skipped": np.int32(0),
+                           "first_nonfinite_step": np.int32(-1)}}
+  abstract = jax.eval_shape(lambda s: s, state)
   shardings = sharding.state_shardings(
       abstract, sharding.param_shardings(abstract["params"], mesh), mesh)
-  state = jax.device_put(fresh_state, shardings)
+  state = jax.device_put(state, shardings)
   step = mp.make_step(model, optimizer, schedule, shardings, mesh)
-  losses = []
+  losses, lrs, grads = [], [], []
   for batch in batches:
     state, metrics = step(state, sharding.shard_batch(batch, mesh, accum_steps=ACCUM))
     losses.append(float(metrics["loss"]))
-  return state, shardings, losses
+    lrs.append(float(metrics["learning_rate"]))
+    grads.append(jax.device_get(state["opt_state"][0]))
+  return state, shardings, losses, lrs, grads
 
 
 @pytest.fixture(scope="module")
@@ -196,23 +213,49 @@ def batches():
 
 
 @pytest.fixture(scope="module")
-def single_device_run(batches, fresh_state):
-  return _train(_mesh(1, 1, 1), batches, fresh_state)
+def single_device_runs(batches, fresh_params):
+  return {kind: _train(_mesh(1, 1, 1), batches, fresh_params, kind)
+          for kind in ("sgd", "adamw")}
 
 
 @pytest.mark.parametrize("shape", [(8, 1, 1), (2, 4, 1), (1, 8, 1), (2, 2, 2)],
                          ids=["data8", "data2_fsdp4", "fsdp8", "data2_fsdp2_tensor2"])
-def test_sharded_training_matches_one_device(shape, batches, fresh_state, single_device_run):
-  ref_state, _, ref_losses = single_device_run
+def test_sharded_training_matches_one_device(shape, batches, fresh_params, single_device_runs):
   mesh = _mesh(*shape)
-  state, shardings, losses = _train(mesh, batches, fresh_state)
+  # Every loss and gradient element is a sum over the step's tokens, which the mesh splits
+  # and all-reduces in another order: equal up to the float32 reordering bound
+  # (train_helpers). A wrong shard of the batch or a missing all-reduce is off by percents.
+  tokens = batches[0]["inputs"].size
+  tol = train_helpers.reorder_tolerance(tokens)
 
-  # Same losses and params after two AdamW steps.
-  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-5)
+  # Two SGD steps: losses and each step's gradient tight, and the params, which move by
+  # lr * gradient, within lr * (gradient tolerance) plus a rounding of the param per step.
+  _, _, ref_losses, lrs, ref_grads = ref = single_device_runs["sgd"]
+  state, _, losses, _, grads = _train(mesh, batches, fresh_params, "sgd")
+  np.testing.assert_allclose(losses, ref_losses, rtol=tol)
   assert losses[1] != losses[0]
-  for key, value in _flat(jax.device_get(ref_state)).items():
-    np.testing.assert_allclose(_flat(jax.device_get(state))[key], value, rtol=1e-5, atol=1e-5,
-                               err_msg=key)
+  for i, (got, want) in enumerate(zip(grads, ref_grads)):
+    train_helpers.assert_gradients_close(got, want, tokens, what=f"step {i + 1} gradient")
+  ref_params = _flat(jax.device_get(ref[0]["params"]))
+  grad_scale = [{k: np.abs(v).max() for k, v in _flat(g).items()} for g in ref_grads]
+  for key, value in _flat(jax.device_get(state["params"])).items():
+    atol = sum(lr * tol * scale[key] for lr, scale in zip(lrs, grad_scale))
+    np.testing.assert_allclose(value, ref_params[key], rtol=len(lrs) * train_helpers.F32_EPS,
+                               atol=atol, err_msg=key)
+
+  # Two steps of the trainer's AdamW. Its update lr * m/(sqrt(v) + eps) is at most ~lr per
+  # element and step (|m| <= 1.0003 sqrt(v) in the first two steps with b1=0.9, b2=0.95, by
+  # Cauchy-Schwarz; weight decay adds lr * 0.1 * p, the same on both sides), but where a
+  # gradient is itself at rounding level the last-bit differences above can turn it
+  # around: params can differ by 2 lr per step there, and no bound is tighter. Losses stay
+  # tight: such elements have a gradient ~0, so moving them changes the loss only to
+  # second order.
+  ref_state, _, ref_losses, lrs, _ = single_device_runs["adamw"]
+  state, shardings, losses, _, _ = _train(mesh, batches, fresh_params, "adamw")
+  np.testing.assert_allclose(losses, ref_losses, rtol=tol)
+  for key, value in _flat(jax.device_get(ref_state["params"])).items():
+    np.testing.assert_allclose(_flat(jax.device_get(state["params"]))[key], value, rtol=0,
+                               atol=2.01 * sum(lrs), err_msg=key)
   assert int(state["train_state"]["step"]) == 2
 
   # The step kept every leaf in the sharding the rules chose, really split across devices.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxlm.data.shards import ShardDirWriter
 
@@ -71,3 +74,54 @@ def tiny_config(phase_module, workdir: str, shard_dir: str, **overrides):
       target = target[parent]
     target[leaf] = value
   return config
+
+
+# ----------------------------------------------------------------------------------
+# Comparing two computations that are equal in exact arithmetic.
+#
+# XLA may sum in a different order on another CPU (AMD EPYC vs Intel Xeon with AVX-512/AMX),
+# on another mesh or with another micro batching, so equal quantities come out equal only up
+# to float32 rounding. Summing n float32 terms in another order changes the sum by at most
+# about n * eps * (size of the terms), eps = 2**-23 ~ 1.19e-7 (the textbook bound for
+# recursive summation; the usual error is ~sqrt(n) times smaller). The tests use that bound
+# with n = the number of tokens the loss and every gradient element are summed over. It is
+# tight: the bugs these tests exist for (a micro batch averaged instead of summed, a wrong
+# shard of the batch, a missing all-reduce) change losses and gradients by percents, ~1e3
+# times more.
+
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def reorder_tolerance(num_terms: int) -> float:
+  """Relative tolerance for a float32 sum of `num_terms` terms computed in another order."""
+  return num_terms * F32_EPS
+
+
+def record_gradients() -> optax.GradientTransformation:
+  """An optax stage that passes the gradient on unchanged and keeps it as its state.
+
+  `optax.chain(record_gradients(), optimizer)` behaves like `optimizer`, and after
+  `jaxlm.train.train_step` the state's opt_state[0] holds exactly the gradient that step
+  computed (summed over micro batches, divided by the batch's total weight, unclipped):
+  tests compare gradients directly instead of params after AdamW, whose normalised update
+  g / (|g| + eps) turns a 1e-16 difference in a near-zero gradient into a step of size lr.
+  """
+  return optax.GradientTransformation(
+      init=lambda params: jax.tree.map(jnp.zeros_like, params),
+      update=lambda grads, state, params=None: (grads, grads))
+
+
+def assert_gradients_close(actual, expected, num_terms: int, what: str = "gradient"):
+  """Every leaf within reorder_tolerance(num_terms) of that leaf's largest |gradient|.
+
+  The scale is the leaf's largest element, not each element: an element that is a sum of
+  cancelling contributions is small, but its rounding error is the size of its terms.
+  """
+  tol = reorder_tolerance(num_terms)
+  flat_expected = jax.tree_util.tree_flatten_with_path(jax.device_get(expected))[0]
+  flat_actual = jax.tree.leaves(jax.device_get(actual))
+  assert len(flat_expected) == len(flat_actual)
+  for (path, want), got in zip(flat_expected, flat_actual):
+    want, got = np.asarray(want), np.asarray(got)
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max(),
+                               err_msg=f"{what} {jax.tree_util.keystr(path)}")
