@@ -3,7 +3,8 @@ r"""A few sharded training steps of a tiny model, run as one process of a multi-
 It puts the pieces of multi-host training together the way the trainer does: join the
 job (`jaxlm.distributed`), build the mesh and shardings over every process's devices
 (`jaxlm.sharding`), read this process's share of the data (`jaxlm.input_pipeline` with
-process_index/process_count), run the jitted `jaxlm.train.train_step` on global arrays,
+process_index/process_count), run the trainer's own jitted step (`jaxlm.train.build_program`,
+the Program `train_and_evaluate` uses) on global arrays,
 save and restore an Orbax training checkpoint from every process. At the end each process
 writes, under --out_dir,
 
@@ -27,40 +28,38 @@ On several hosts run the same command on each (coordinator = host 0's address).
 
 from __future__ import annotations
 
-import functools
+import argparse
 import hashlib
 import json
 import os
 from typing import Any, NamedTuple
 
-from absl import app
-from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import distributed
 
-FLAGS = flags.FLAGS
 
-
-def define_flags():
-  """Only when run as a script: importing this module (tests) must not add absl flags."""
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (or env "
-                      "JAX_COORDINATOR_ADDRESS); unset = single process")
-  flags.DEFINE_integer("num_processes", None, "processes in the job (or JAX_NUM_PROCESSES)")
-  flags.DEFINE_integer("process_id", None, "this process's rank (or env JAX_PROCESS_ID)")
-  flags.DEFINE_string("train_dir", None, "split directory of training shards")
-  flags.DEFINE_string("out_dir", None, "where params/results/checkpoints go")
-  flags.DEFINE_string("mesh", "data=1,fsdp=-1,tensor=1", "mesh axis sizes, -1 = the rest")
-  flags.DEFINE_integer("steps", 3, "optimizer steps")
-  flags.DEFINE_integer("seq_len", 32, "tokens per row")
-  flags.DEFINE_integer("micro_batch_size", 4, "global rows per micro batch")
-  flags.DEFINE_integer("grad_accum_steps", 2, "micro batches per optimizer step")
-
-
-TRAIN_FIELDS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description="One process of a multi-process tiny run.")
+  parser.add_argument("--coordinator_address", default=None,
+                      help="host:port of process 0 (or env JAX_COORDINATOR_ADDRESS); "
+                           "unset = single process")
+  parser.add_argument("--num_processes", type=int, default=None,
+                      help="processes in the job (or JAX_NUM_PROCESSES)")
+  parser.add_argument("--process_id", type=int, default=None,
+                      help="this process's rank (or env JAX_PROCESS_ID)")
+  parser.add_argument("--train_dir", required=True, help="split directory of training shards")
+  parser.add_argument("--out_dir", required=True, help="where params/results/checkpoints go")
+  parser.add_argument("--mesh", default="data=1,fsdp=-1,tensor=1",
+                      help="mesh axis sizes, -1 = the rest")
+  parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
+  parser.add_argument("--seq_len", type=int, default=32, help="tokens per row")
+  parser.add_argument("--micro_batch_size", type=int, default=4, help="global rows per micro batch")
+  parser.add_argument("--grad_accum_steps", type=int, default=2,
+                      help="micro batches per optimizer step")
+  return parser.parse_args(argv)
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -98,50 +97,6 @@ def make_config(train_dir: str, vocab_size: int, *, mesh: dict[str, int], steps:
   return config
 
 
-def build(config):
-  """(model, optimizer, schedule, fresh(rng) -> initial train state) for `config`."""
-  from jaxlm import model as model_lib
-  from jaxlm import optimizer as optimizer_lib
-
-  model = model_lib.Transformer(model_lib.model_config(config.model))
-  optimizer, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_opt_steps)
-
-  def fresh(rng):
-    params = model.init(rng, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
-    return {"params": params, "opt_state": optimizer.init(params),
-            "train_state": {"step": jnp.int32(0), "nonfinite_skipped": jnp.int32(0),
-                            "first_nonfinite_step": jnp.int32(-1)}}
-
-  return model, optimizer, schedule, fresh
-
-
-def init_state(config, mesh):
-  """(model, optimizer, schedule, sharded initial state, state shardings)."""
-  from jaxlm import sharding
-
-  model, optimizer, schedule, fresh = build(config)
-  rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(fresh, rng)
-  shardings = sharding.state_shardings(
-      abstract, sharding.param_shardings(abstract["params"], mesh), mesh)
-  # Created directly in its shards: no device ever holds the whole state.
-  state = jax.jit(fresh, out_shardings=shardings)(rng)
-  return model, optimizer, schedule, state, shardings
-
-
-def make_step(model, optimizer, schedule, shardings, mesh):
-  """`jaxlm.train.train_step` jitted with the mesh's in/out shardings."""
-  from jaxlm import sharding
-  from jaxlm import train
-
-  step_fn = functools.partial(train.train_step, model=model, optimizer=optimizer,
-                              schedule=schedule, nonfinite_policy="skip")
-  return jax.jit(step_fn,
-                 in_shardings=(shardings, sharding.batch_sharding(mesh, accum=True)),
-                 out_shardings=(shardings, sharding.replicated(mesh)),
-                 donate_argnums=0)
-
-
 def data_iterators(config, vocab_size: int, simulate_processes: int | None = None):
   """This process's iterator, or (simulate_processes=N) all N processes' iterators."""
   from jaxlm import input_pipeline
@@ -158,9 +113,11 @@ def data_iterators(config, vocab_size: int, simulate_processes: int | None = Non
 def next_local_batch(iterators, accum_steps: int) -> dict[str, np.ndarray]:
   """This process's rows; with several (simulated) iterators, the rows all of them would
   contribute, laid out so `shard_batch(..., accum_steps)` gives the multi-process batch."""
+  from jaxlm import train as train_lib
+
   batches = [next(it) for it in iterators]
   out = {}
-  for name in TRAIN_FIELDS:
+  for name in train_lib.TRAIN_FIELDS:
     parts = [np.asarray(b[name]) for b in batches]
     per_micro = [p.reshape((accum_steps, -1) + p.shape[1:]) for p in parts]
     merged = np.concatenate(per_micro, axis=1)
@@ -171,26 +128,28 @@ def next_local_batch(iterators, accum_steps: int) -> dict[str, np.ndarray]:
 class TrainResult(NamedTuple):
   state: Any  # final train state (global, sharded jax.Arrays)
   shardings: Any  # the state's NamedShardings
+  mesh: Any  # the mesh the run used
   losses: list[float]  # loss of each step
   batch_digests: list[str]  # sha256 of this process's input rows at each step
   iterators: list[Any]  # the data iterators (for their checkpointable state)
 
 
-def train(config, mesh, vocab_size: int, simulate_processes: int | None = None) -> TrainResult:
-  """Runs config.total_opt_steps optimizer steps from a fresh state."""
-  from jaxlm import sharding
+def train(config, vocab_size: int, simulate_processes: int | None = None) -> TrainResult:
+  """Runs config.total_opt_steps optimizer steps of the trainer's own jitted step (its
+  `Program`, on the config's mesh) from a fresh state."""
+  from jaxlm import train as train_lib
 
-  model, optimizer, schedule, state, shardings = init_state(config, mesh)
-  step = make_step(model, optimizer, schedule, shardings, mesh)
+  program = train_lib.build_program(config)
+  state = program.init(jax.random.PRNGKey(config.seed))  # created directly in its shards
   iterators = data_iterators(config, vocab_size, simulate_processes)
   losses, digests = [], []
   for _ in range(config.total_opt_steps):
     local = next_local_batch(iterators, config.grad_accum_steps)
     digests.append(hashlib.sha256(local["inputs"].tobytes()).hexdigest())
-    batch = sharding.shard_batch(local, mesh, accum_steps=config.grad_accum_steps)
-    state, metrics = step(state, batch)
+    batch = program.shard_batch(local, train_lib.TRAIN_FIELDS, config.grad_accum_steps)
+    state, metrics = program.train_step(state, batch)
     losses.append(float(metrics["loss"]))
-  return TrainResult(state, shardings, losses, digests, iterators)
+  return TrainResult(state, program.state_shardings, program.mesh, losses, digests, iterators)
 
 
 def gather(tree) -> dict[str, np.ndarray]:
@@ -231,41 +190,37 @@ def save_and_restore(workdir: str, state, shardings, model_config, data_state) -
   return bool(np.all(votes))
 
 
-def main(argv):
-  del argv
-  for name in ("train_dir", "out_dir"):
-    if not FLAGS[name].value:
-      raise app.UsageError(f"--{name} is required")
-  distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+def main(argv=None):
+  args = parse_args(argv)
+  logging.set_verbosity(logging.INFO)  # process 0's progress lines (the others: warnings)
+  distributed.maybe_initialize(args.coordinator_address, args.num_processes, args.process_id)
   distributed.quiet_non_main_processes()
   from jaxlm.data import shards
-  from jaxlm import sharding
 
-  vocab_size = int(shards.SplitDir(FLAGS.train_dir).meta["vocab_size"])
-  config = make_config(FLAGS.train_dir, vocab_size, mesh=parse_mesh(FLAGS.mesh),
-                       steps=FLAGS.steps, seq_len=FLAGS.seq_len,
-                       micro_batch_size=FLAGS.micro_batch_size,
-                       grad_accum_steps=FLAGS.grad_accum_steps)
-  mesh = sharding.make_mesh(config.mesh)
+  vocab_size = int(shards.SplitDir(args.train_dir).meta["vocab_size"])
+  config = make_config(args.train_dir, vocab_size, mesh=parse_mesh(args.mesh),
+                       steps=args.steps, seq_len=args.seq_len,
+                       micro_batch_size=args.micro_batch_size,
+                       grad_accum_steps=args.grad_accum_steps)
+  result = train(config, vocab_size)
+  mesh = result.mesh
   if distributed.is_main_process():
     logging.info("%d processes, %d devices, mesh %s", jax.process_count(), jax.device_count(),
                  dict(mesh.shape))
-  result = train(config, mesh, vocab_size)
-  restore_ok = save_and_restore(os.path.join(FLAGS.out_dir, "workdir"), result.state,
+  restore_ok = save_and_restore(os.path.join(args.out_dir, "workdir"), result.state,
                                 result.shardings, config.model.to_dict(),
                                 result.iterators[0].get_state())
   params = gather(result.state["params"])
 
   rank = jax.process_index()
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  os.makedirs(args.out_dir, exist_ok=True)
   summary = {"process_index": rank, "process_count": jax.process_count(),
             "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
             "mesh": dict(mesh.shape), "losses": result.losses,
              "batch_digests": result.batch_digests, "restore_matches": restore_ok}
   for name, payload in ((f"params_process{rank}.npz", params),
                         (f"result_process{rank}.json", summary)):
-    path = os.path.join(FLAGS.out_dir, name)
+    path = os.path.join(args.out_dir, name)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
       if name.endswith(".npz"):
@@ -278,5 +233,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

@@ -151,11 +151,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def _fresh_state(model, optimizer, rng):
   # Param shapes do not depend on the sequence length: init on a short dummy batch.
   params = model.init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
-  return _state_from_params(params, optimizer)
+  return state_from_params(params, optimizer)
 
 
-def _state_from_params(params, optimizer):
-  """Params with a fresh optimizer state at step 0."""
+def state_from_params(params, optimizer):
+  """The train state layout: params with a fresh optimizer state at step 0."""
   return {
       "params": params,
       "opt_state": optimizer.init(params),
@@ -216,16 +216,23 @@ def _build_program(model_config, opt_config, total_steps, nonfinite_policy, mesh
       model=model, optimizer=optimizer, schedule=schedule, mesh=mesh,
       state_shardings=state_shardings,
       init=jax.jit(fresh, out_shardings=state_shardings),
-      from_params=jax.jit(functools.partial(_state_from_params, optimizer=optimizer),
+      from_params=jax.jit(functools.partial(state_from_params, optimizer=optimizer),
                           in_shardings=(param_shardings,), out_shardings=state_shardings),
-      train_step=jax.jit(
-          functools.partial(train_step, model=model, optimizer=optimizer,
-                            schedule=schedule, nonfinite_policy=nonfinite_policy),
-          in_shardings=(state_shardings, sharding.batch_sharding(mesh, accum=True)),
-          out_shardings=(state_shardings, replicated), donate_argnums=0),
+      train_step=jit_train_step(model, optimizer, schedule, state_shardings, mesh,
+                                nonfinite_policy),
       eval_step=jax.jit(functools.partial(validation.loss_sums, model=model),
                         in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
                         out_shardings=replicated, static_argnums=2))
+
+
+def jit_train_step(model, optimizer, schedule, state_shardings, mesh,
+                   nonfinite_policy: str = "skip"):
+  """`train_step` jitted on `mesh`: (state, batch) -> (state, metrics); donates the state."""
+  return jax.jit(
+      functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
+                        nonfinite_policy=nonfinite_policy),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh, accum=True)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
 def _model_config_changes(old: dict, new: dict) -> list[str]:

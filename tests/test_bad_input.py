@@ -43,7 +43,7 @@ def _existing_outputs(root: str, shard_dir: str) -> dict[str, str]:
   ckpt_lib.save_params(init_dir, params, model_config)
   iterator = input_pipeline.make_train_iterator(config, vocab_size=train_helpers.VOCAB)
   checkpoints = ckpt_lib.TrainCheckpoints(workdir)
-  checkpoints.save_latest(1, {**train._state_from_params(params, program.optimizer),
+  checkpoints.save_latest(1, {**train.state_from_params(params, program.optimizer),
                               ckpt_lib.MODEL_CONFIG: model_config,
                               ckpt_lib.DATA_ITER: iterator.get_state()})
   checkpoints.close()

@@ -96,8 +96,8 @@ def test_two_processes_train_like_one(tmp_path):
   config = mp.make_config(train_dir, sharding_helpers.VOCAB,
                           mesh=mp.parse_mesh(MESH), steps=STEPS, seq_len=SEQ_LEN,
                           micro_batch_size=MICRO, grad_accum_steps=ACCUM)
-  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:4])
-  run = mp.train(config, mesh, sharding_helpers.VOCAB, simulate_processes=2)
+  run = mp.train(config, sharding_helpers.VOCAB, simulate_processes=2)  # the first 4 devices
+  assert dict(run.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 1}
   # Losses: sums over the same tokens in another order (2 processes x 2 devices vs 4
   # devices), equal up to the float32 reordering bound (train_helpers); a process reading
   # the wrong rows or a missing cross-process all-reduce is off by percents.

@@ -15,6 +15,7 @@ from experiments import multiprocess_train as mp
 from jaxlm import checkpoint
 from jaxlm import distributed
 from jaxlm import sharding
+from jaxlm import train
 from tests import sharding_helpers
 from tests import train_helpers
 
@@ -102,7 +103,7 @@ def test_bad_rules_are_refused():
 
 def _abstract_state():
   """(abstract params, abstract optimizer state) of the tiny model."""
-  abstract = jax.eval_shape(mp.build(_config())[3], jax.random.PRNGKey(0))
+  abstract = train.build_program(_config()).abstract_state(with_shardings=False)
   return abstract["params"], abstract["opt_state"]
 
 
@@ -173,30 +174,28 @@ def test_shard_batch_builds_global_arrays():
 def fresh_params():
   """The initial params as numpy (initialised once: compiling init is slow; numpy because
   the step donates its input arrays)."""
-  return jax.device_get(mp.init_state(_config(), _mesh(1, 1, 1))[3]["params"])
+  return jax.device_get(train.build_program(_config()).init(jax.random.PRNGKey(0))["params"])
 
 
 def _optimizer(kind):
   """The trainer's optimizer (clipping + AdamW) or plain SGD on the same LR schedule, with
   each step's gradient recorded in opt_state[0] (train_helpers.record_gradients)."""
-  _, adamw, schedule, _ = mp.build(_config())
-  inner = adamw if kind == "adamw" else optax.sgd(schedule)
+  program = train.build_program(_config())
+  inner = program.optimizer if kind == "adamw" else optax.sgd(program.schedule)
   return optax.chain(train_helpers.record_gradients(), inner)
 
 
 def _train(mesh, batches, params, kind):
   """Steps of the jitted train_step on `mesh` from `params`: (final state, its shardings,
   losses, learning rates, each step's gradient as numpy)."""
-  model, _, schedule, _ = mp.build(_config())
+  program = train.build_program(_config())
   optimizer = _optimizer(kind)
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "train_state": {"step": np.int32(0), "nonfinite_skipped": np.int32(0),
-                           "first_nonfinite_step": np.int32(-1)}}
+  state = train.state_from_params(params, optimizer)
   abstract = jax.eval_shape(lambda s: s, state)
   shardings = sharding.state_shardings(
       abstract, sharding.param_shardings(abstract["params"], mesh), mesh)
   state = jax.device_put(state, shardings)
-  step = mp.make_step(model, optimizer, schedule, shardings, mesh)
+  step = train.jit_train_step(program.model, optimizer, program.schedule, shardings, mesh)
   losses, lrs, grads = [], [], []
   for batch in batches:
     state, metrics = step(state, sharding.shard_batch(batch, mesh, accum_steps=ACCUM))
@@ -273,7 +272,7 @@ def test_sharded_training_matches_one_device(shape, batches, fresh_params, singl
 def _random_state(mesh, seed=0):
   """A train state of the tiny model's shapes filled with random numbers, laid out on
   `mesh` by the rules (device_put: nothing to compile)."""
-  abstract = jax.eval_shape(mp.build(_config())[3], jax.random.PRNGKey(0))
+  abstract = train.build_program(_config()).abstract_state(with_shardings=False)
   shardings = sharding.state_shardings(
       abstract, sharding.param_shardings(abstract["params"], mesh), mesh)
   rng = np.random.default_rng(seed)
