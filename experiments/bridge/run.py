@@ -846,7 +846,14 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
+  # --scale cpu: the same plan at L = 128 -> 512 on 2 CPU cores (experiments/bridge/cpu.py).
+  scale = argparse.ArgumentParser(add_help=False)
+  scale.add_argument("--scale", choices=("gpu", "cpu"), default="gpu")
+  known, rest = scale.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.scale == "cpu":
+    from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+    return cpu.main(rest)
+  args = parse_args(rest)
   if args.chat_probe:
     if not args.chat_tokenizer or not args.chat_out:
       sys.exit("--chat_probe needs --chat_tokenizer and --chat_out")
