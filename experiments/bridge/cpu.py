@@ -80,6 +80,7 @@ CPU_PROFILE = dict(
     val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="96,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=4,
     tools_records=24, chat_max_new_tokens=32, code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
+    short_tasks="passkey,multi_query,kv_retrieval",
 )
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
@@ -90,6 +91,7 @@ SMOKE_PROFILE = dict(
     val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
     tools_records=2, chat_max_new_tokens=4, code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
+    short_tasks="passkey,multi_query,kv_retrieval",
 )
 
 
@@ -168,7 +170,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
   steps_tokens = {p: getattr(args, f"{p}_steps") * _rows(args, p) * _seq(args, p) * 1.1
                   for p in PHASES}
   n2a, n2, n25, n3 = (steps_tokens[p] for p in PHASES)
-  val = 4 * L4 if args.smoke else max(8 * L4, 4096)
+  val = 4 * L4 if args.smoke else max(32 * L4, 16384)
   corpus = os.path.join(paths.data, "tokenizer_corpus.txt")
   chats = os.path.join(paths.data, "stdlib_chats.jsonl")
   stdlib = sysconfig.get_paths()["stdlib"]
@@ -188,6 +190,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
       ("longctx_short", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
           "--seq_len", L, "--max_doc_tokens", L, "--min_distance", args.min_distance,
+          "--tasks", args.short_tasks,
           "--target_train_tokens", int(0.8 * n2a + 0.5 * replay_tokens) + 4 * L,
           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
       ("longctx_long", py(
@@ -275,7 +278,7 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
       "seq_len": seq, "model.max_seq_len": seq, "micro_batch_size": _rows(args, phase),
       "grad_accum_steps": 1, "total_opt_steps": steps,
       "val_every_opt": min(args.val_every, steps), "checkpoint_every_opt": steps,
-      "val_batches": 4, "val_batch_size": max(1, 4096 // seq) if not args.smoke else 1,
+      "val_batches": 4, "val_batch_size": max(1, 2048 // seq) if not args.smoke else 1,
       "log_every": max(1, min(25, steps)), "optimizer.learning_rate": getattr(args, f"lr_{phase}"),
       "optimizer.warmup_steps": getattr(args, f"warmup_{phase}"), "optimizer.schedule": "cosine",
       "optimizer.min_lr_ratio": 0.1, "eval_during_training": True, "tensorboard": False,
@@ -288,7 +291,7 @@ def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, l
   ck = paths.final(phase, variant)
   common = ["--checkpoint", ck, "--tokenizer", paths.tokenizer, "--batch_size", 8,
             "--max_records", args.tools_records, "--val_batches", 4,
-            "--val_batch_size", 1 if args.smoke else 32]
+            "--val_batch_size", 1 if args.smoke else 16]
   cmds = [("a", gpu.py(
       "jaxlm.eval", *common, "--suite", "passkey,passkey_heldout,tools,val",
       "--lengths", args.eval_lengths, "--depths", args.eval_depths,
@@ -301,7 +304,7 @@ def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, l
         "jaxlm.eval", *common, "--suite", "tools,val",
         "--tools_eval", _fitting_tools(args, paths, "eval_seen.jsonl"),
         "--val_dir", os.path.join(paths.shard("phase3_mixed"), "val"),
-        "--val_seq_len", args.long_len, "--val_batch_size", 1 if args.smoke else 8,
+        "--val_seq_len", args.long_len, "--val_batch_size", 1 if args.smoke else 4,
         "--output", paths.eval_json(phase, variant, "b"))))
   cmds.append(("chat", [sys.executable, "-m", "experiments.bridge.run", "--chat_probe", ck,
                         "--chat_tokenizer", paths.tokenizer, "--chat_out",
