@@ -38,8 +38,8 @@ bridge's 500k (2k -> 8k) is the same idea taken further; --bridge_rope_theta 500
 
 Output (--out_dir, default experiments/bridge/cpu): results.json (every run so far, keyed
 seed/variant, merged across invocations), RESULTS.md (tables), loss_curves.png,
-accuracy_by_length.png, retrieval_curve.png, bridge.log. Data, checkpoints and logs go to
---workdir (default runs/bridge_cpu).
+accuracy_by_length.png, retrieval_curve.png. Data, checkpoints and logs (bridge.log with
+every command's output) go to --workdir (default runs/bridge_cpu).
 """
 
 from __future__ import annotations
@@ -595,8 +595,8 @@ class CpuRun:
     os.makedirs(self.paths.run, exist_ok=True)
     os.makedirs(os.path.join(self.paths.run, "evals"), exist_ok=True)
     os.makedirs(self.paths.shards, exist_ok=True)
-    self.runner = gpu.StageRunner(self.paths.run, os.path.join(args.out_dir, "bridge.log")
-                                  if not args.smoke else os.path.join(self.paths.run, "bridge.log"),
+    # Every command's output: runs/bridge_cpu/seed<N>/bridge.log (and logs/<stage>.log).
+    self.runner = gpu.StageRunner(self.paths.run, os.path.join(self.paths.run, "bridge.log"),
                                   None, self.start, lambda: None)
     self.seconds: dict[str, float] = {}
     self.env = {"JAX_COMPILATION_CACHE_DIR": os.path.join(args.workdir, "jax_cache"),
