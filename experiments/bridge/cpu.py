@@ -80,7 +80,7 @@ CPU_PROFILE = dict(
     lr_phase2a=3e-3, lr_phase2=2e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
     warmup_phase2a=50, warmup_phase2=20, warmup_phase2_5=15, warmup_phase3=10,
     val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="96,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=4,
-    tools_records=24, chat_max_new_tokens=32, code_input="", filler_chars=1_000_000,
+    tools_records=24, chat_max_new_tokens=32, curve_records=48, curve_phases="phase2a", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0,
 )
@@ -91,7 +91,7 @@ SMOKE_PROFILE = dict(
     lr_phase2a=1e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=1e-3,
     warmup_phase2a=1, warmup_phase2=1, warmup_phase2_5=1, warmup_phase3=1,
     val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
-    tools_records=2, chat_max_new_tokens=4, code_input="asyncio", filler_chars=100_000,
+    tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0,
 )
@@ -288,6 +288,7 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
       "log_every": max(1, min(25, steps)), "optimizer.learning_rate": getattr(args, f"lr_{phase}"),
       "optimizer.warmup_steps": getattr(args, f"warmup_{phase}"), "optimizer.schedule": "cosine",
       "optimizer.min_lr_ratio": 0.1, "eval_during_training": True, "tensorboard": False,
+      "keep_latest": 100,  # every validation's checkpoint stays: the retrieval curve reads them
   }
   return gpu.py("jaxlm.main", f"--config={config}",
                 *[f"--config.{k}={v}" for k, v in overrides.items()])
@@ -317,6 +318,36 @@ def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, l
                         paths.eval_json(phase, variant, "chat"),
                         "--chat_max_new_tokens", str(args.chat_max_new_tokens)]))
   return cmds
+
+
+def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
+               ) -> list[tuple[int, list[str]]]:
+  """One jaxlm.eval per kept checkpoint of a phase: held-out passkey at L and the builder's
+  held-out short-range records (the retrieval curve over steps)."""
+  latest = os.path.join(paths.workdir(phase, variant), "latest")
+  steps = sorted(int(d) for d in os.listdir(latest) if d.isdigit()) if os.path.isdir(
+      latest) else []
+  return [(step, gpu.py(
+      "jaxlm.eval", "--checkpoint", os.path.join(latest, str(step)), "--tokenizer",
+      paths.tokenizer, "--suite", "passkey_heldout,longctx", "--lengths", args.short_len,
+      "--depths", "0,0.5,1", "--samples", 4, "--seed", 2000 + args.seed,
+      "--longctx_eval", os.path.join(paths.shard("longctx_short"), "eval.jsonl"),
+      "--max_records", args.curve_records, "--batch_size", 16,
+      "--output", paths.eval_json(phase, variant, f"curve{step:05d}"))) for step in steps]
+
+
+def read_curve(paths: Paths, phase: str, variant: str) -> list[dict]:
+  out = []
+  directory = os.path.dirname(paths.eval_json(phase, variant, "x"))
+  prefix = os.path.basename(paths.eval_json(phase, variant, "curve"))
+  for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+    if name.startswith(prefix) and name.endswith(".json"):
+      r = report.read_json(os.path.join(directory, name))
+      out.append({"step": int(name[len(prefix):-5]),
+                  "heldout_passkey_L": r.get("passkey_heldout", {}).get("accuracy"),
+                  "records": r.get("longctx", {}).get("accuracy"),
+                  "records_by_task": r.get("longctx", {}).get("by_task")})
+  return out
 
 
 def _fitting_tools(args, paths: Paths, name: str) -> str:
@@ -370,6 +401,7 @@ def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) ->
       "val_loss": t["val_loss"] if t else None,
       "val_loss_by_source": t["val_loss_by_source"] if t else {},
       "curve": _curve(os.path.join(paths.workdir(phase, variant), "metrics.jsonl")),
+      "retrieval_curve": read_curve(paths, phase, variant),
   }
   a_path, b_path = (paths.eval_json(phase, variant, x) for x in ("a", "b"))
   if os.path.exists(a_path):
@@ -560,8 +592,19 @@ def plots(results: dict, out_dir: str) -> list[str]:
   fig.savefig(path, dpi=110)
   plt.close(fig)
   written.append(path)
-  # Retrieval over steps: the trainers' passkey check at each validation.
+  # Retrieval over steps: the trainers' passkey check at each validation (lines), and the
+  # held-out passkey at L / the builder's held-out records at each kept checkpoint (markers).
   fig, ax = plt.subplots(figsize=(8, 4))
+  for key, run in sorted(runs.items()):
+    for phase in PHASES:
+      rec = run.get("phases", {}).get(phase) or {}
+      base = _main_offset(runs, key, phase)
+      pts = rec.get("retrieval_curve") or []
+      for fig_key, style in (("heldout_passkey_L", "s--"), ("records", "^:")):
+        xs = [base + p["step"] for p in pts if p.get(fig_key) is not None]
+        ys = [p[fig_key] for p in pts if p.get(fig_key) is not None]
+        if xs:
+          ax.plot(xs, ys, style, label=f"{key} {phase} {fig_key}")
   for key, run in sorted(runs.items()):
     offset = 0
     for phase in PHASES:
@@ -669,6 +712,9 @@ class CpuRun:
           ok = False
           break
         done.append((phase, "main"))
+        if phase in args.curve_phases.split(","):
+          for step, cmd in curve_cmds(args, paths, phase):
+            self.stage(f"curve_{phase}_{step}", cmd)
         if phase in args.eval_phases.split(","):
           self.evaluate(phase)
         self.record(key, done)
