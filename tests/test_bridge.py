@@ -234,11 +234,16 @@ def test_cpu_targets_judged_per_seed():
 
 
 def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
-  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  """python -m experiments.bridge.run --scale cpu --smoke: every stage of the CPU chain with a
+  tiny model (evaluated after phase3 only), its JSON, table and plots."""
   out = tmp_path / "out"
   start = time.time()
-  rc = cpu.main(["--smoke", "--workdir", str(tmp_path / "work"), "--out_dir", str(out)])
-  assert rc == 0
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, "-m", "experiments.bridge.run", "--scale", "cpu",
+                         "--smoke", "--workdir", str(tmp_path / "work"), "--out_dir", str(out)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   results = json.loads((out / "results.json").read_text())
   run = results["runs"]["seed0/main"]
   assert list(run["phases"]) == ["phase2a", "phase2", "phase2_5", "phase3"]
