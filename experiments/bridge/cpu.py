@@ -14,9 +14,10 @@ supplies the stage runner, the interleave command and the chat probe):
             that fits 128-token documents, distances from 8) and at 4L (full window); tool_synth
             at 4L (four schemas held out of training: its eval.jsonl asks only them); sft
             (generated stdlib chats + fixture chats ~90%, glaive tool chats ~10%); interleave:
-  phase2a   L, from scratch: longctx_short only (--phase2a_code 0), the retrieval-dense
-            warm-up: passkey, multi_query and copy_span documents of 128 tokens (copy_span's
-            answer is a whole sentence, so every document trains copying many tokens)
+  phase2a   L, from scratch, the retrieval-dense warm-up (no code, --phase2a_code 0):
+            longctx_tiny 0.5 (passkey, multi_query and copy_span documents of 128 tokens whose
+            answer is 2-24 tokens after its information: what makes retrieval click, see
+            NOTES.md) + longctx_short 0.5 (the same tasks, distances 8 to ~110)
   phase2    L, params-only from phase2a: code 0.5 + longctx_short 0.5
   phase2_5  4L, params-only from phase2: phase2 replay 0.5 + tools 0.25 + longctx 4L 0.25,
             RoPE base 10k -> --bridge_rope_theta (default 44k, see ROPE below)
@@ -82,7 +83,8 @@ CPU_PROFILE = dict(
     val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="96,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=4,
     tools_records=24, chat_max_new_tokens=32, curve_records=48, curve_phases="phase2a", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
-    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0,
+    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
+    tiny_distance=24,
 )
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
@@ -93,7 +95,8 @@ SMOKE_PROFILE = dict(
     val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
-    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0,
+    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
+    tiny_distance=24,
 )
 
 
@@ -111,8 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="name of this main chain in results.json (e.g. theta500k)")
   for name, value in CPU_PROFILE.items():
     p.add_argument(f"--{name}", type=type(value), default=None)
-  # phase2a_code: share of code in phase2a (the rest is longctx_short); short_tasks: the
-  # longctx_hard tasks of the 128-token documents (what does not fit is left out).
+  # phase2a_code: share of code in phase2a; phase2a_tiny: share of longctx_tiny (the same
+  # tasks with distances of 2..tiny_distance tokens); the rest is longctx_short. short_tasks:
+  # the longctx_hard tasks of the 128-token documents (what does not fit is left out).
   args = p.parse_args(argv)
   profile = SMOKE_PROFILE if args.smoke else CPU_PROFILE
   for key, value in profile.items():
@@ -195,7 +199,14 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
           "--seq_len", L, "--max_doc_tokens", L, "--min_distance", args.min_distance,
           "--tasks", args.short_tasks,
-          "--target_train_tokens", int((1 - args.phase2a_code) * n2a + 0.5 * replay_tokens) + 4 * L,
+          "--target_train_tokens", int((1 - args.phase2a_code - args.phase2a_tiny) * n2a
+                                       + 0.5 * replay_tokens) + 4 * L,
+          "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
+      ("longctx_tiny", py(
+          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_tiny"),
+          "--seq_len", L, "--max_doc_tokens", L, "--min_distance", 2,
+          "--max_distance", args.tiny_distance, "--tasks", args.short_tasks,
+          "--target_train_tokens", int(args.phase2a_tiny * n2a) + 4 * L,
           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
       ("longctx_long", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
@@ -222,8 +233,9 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           "--target_train_tokens", int(0.25 * n3) + 4 * L4, "--target_val_tokens", val,
           "--val_fraction", 0.1, *tok)),
       ("mix_phase2a", _interleave(paths, "phase2a_mixed", L, n2a, val, [
-          ("longctx_short", "longctx_short", 1.0 - args.phase2a_code)] + (
-              [("code", "code", args.phase2a_code)] if args.phase2a_code > 0 else []))),
+          (name, name, share) for name, share in (
+              ("longctx_short", 1.0 - args.phase2a_code - args.phase2a_tiny),
+              ("longctx_tiny", args.phase2a_tiny), ("code", args.phase2a_code)) if share > 0])),
       ("mix_phase2", _interleave(paths, "phase2_mixed", L, replay_tokens, val, [
           ("code", "code", 0.5), ("longctx_short", "longctx_short", 0.5)])),
       ("mix_phase2_5", _interleave(paths, "phase2_5_mixed", L4, n25, val, [
