@@ -79,6 +79,19 @@ PASSKEY_TEMPLATES = (
      "What is the serial number of the device? The serial number of the device is"),
     ("Important: the order id is {key}.", "What is the order id? The order id is"),
 )
+# Generated passkey phrasings (--passkey_phrasings generated): a frame filled with an
+# adjective and a noun from _WORDS / _NOUNS, so a document's question names its needle by
+# two words seen nowhere else in the document. Thousands of phrasings make the model learn to
+# find the question's words in the context and copy what follows them (an induction head),
+# not one sentence; the held-out phrasings (eval_tasks.PASSKEY_HELDOUT_TEMPLATES) use none of
+# these frames or words.
+PASSKEY_FRAMES = (
+    ("The {a} {n} code is {key}.", "What is the {a} {n} code? The {a} {n} code is"),
+    ("Note the {a} {n} value: {key}.", "What was the {a} {n} value? The {a} {n} value is"),
+    ("{A} {n} has the number {key}.", "Which number does {a} {n} have? {A} {n} has the number"),
+    ("The key of the {a} {n} is {key}.", "What is the key of the {a} {n}? The key of the {a} {n} is"),
+)
+PASSKEY_PHRASINGS = ("fixed", "generated", "both")
 _WORDS = ("amber azure bold brisk calm cedar coral crisp dawn deep dusty eager fern frost gentle "
           "golden granite hazel ivory jade keen lunar maple misty noble ochre pale quiet rapid "
           "rustic sable silver slate solar swift tawny velvet vivid wild").split()
@@ -95,6 +108,21 @@ def _needle_pattern(needle: str) -> str:
   """A regex for a needle template: the first {key} captures digits, later ones repeat it."""
   head, *rest = needle.split("{key}")
   return re.escape(head) + r"(\d+)" + r"\1".join(re.escape(r) for r in rest)
+
+
+def _frame_pattern(frame: str) -> str:
+  """A regex for a generated question: {a} {n} {A} capture words (repeats must match)."""
+  out, seen = "", set()
+  for part in re.split(r"(\{[anA]\})", frame):
+    name = part[1:-1] if re.fullmatch(r"\{[anA]\}", part) else None
+    if name is None:
+      out += re.escape(part)
+    elif name in seen:
+      out += f"(?P={name})"
+    else:
+      seen.add(name)
+      out += rf"(?P<{name}>[A-Za-z]+)"
+  return out
 
 
 def _last_match(pattern: str, text: str):
@@ -125,6 +153,12 @@ def solve_from_text(task: str, document_text: str) -> str:
     for needle, question in PASSKEY_TEMPLATES:
       if text.endswith(question):
         return re.search(_needle_pattern(needle), text).group(1)
+    for needle, question in PASSKEY_FRAMES:
+      m = re.search(_frame_pattern(question) + r"\Z", text)
+      if m:
+        words = {k: v for k, v in m.groupdict().items()}
+        return re.search(_needle_pattern(needle.replace("{key}", "\0").format(
+            **words).replace("\0", "{key}")), text).group(1)
     raise ValueError("no passkey question at the end of the text")
   if task == "kv_retrieval":
     key = _last_match(r'Which value does record "([^"]+)" hold\? Value:\Z', text).group(1)
@@ -428,7 +462,15 @@ class TaskMaker:
   def passkey(self, rng) -> Plan:
     key = _number(rng, set())
     d = self.distance(rng, 64)
-    template, question = PASSKEY_TEMPLATES[rng.randrange(len(PASSKEY_TEMPLATES))]
+    phrasing = self.cfg.get("passkey_phrasings", "fixed")
+    if phrasing == "generated" or (phrasing == "both" and rng.random() < 0.5):
+      frame, qframe = PASSKEY_FRAMES[rng.randrange(len(PASSKEY_FRAMES))]
+      a, n = rng.choice(_WORDS), rng.choice(_NOUNS)
+      words = {"a": a, "n": n, "A": a.capitalize()}
+      template = frame.replace("{key}", "\0").format(**words).replace("\0", "{key}")
+      question = qframe.format(**words)
+    else:
+      template, question = PASSKEY_TEMPLATES[rng.randrange(len(PASSKEY_TEMPLATES))]
     tail_lead = "\n" + question
     needle = Needle("\n" + template.format(key=key) + "\n", d)
     return Plan("passkey", [needle], [(tail_lead, False), (f" {key}", True), (".\n", False)],
@@ -643,6 +685,9 @@ def parse_args(argv=None):
                  help="curriculum: documents of this many tokens (e.g. 512 first)")
   p.add_argument("--answer_weight", type=int, default=1, help="loss weight of answer tokens")
   p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list from {TASKS}")
+  p.add_argument("--passkey_phrasings", choices=PASSKEY_PHRASINGS, default="fixed",
+                 help="passkey needles/questions: the 8 fixed PASSKEY_TEMPLATES, phrasings "
+                      "generated from PASSKEY_FRAMES and word lists, or half of each")
   p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
   p.add_argument("--eval_examples", type=int, default=500)
   p.add_argument("--filler_chars", type=int, default=4_000_000,
@@ -663,7 +708,7 @@ def build(args) -> bu.Report:
                      f"{args.min_distance}; lower --min_distance or raise --max_doc_tokens")
   cfg = {"seed": args.seed, "tokenizer": os.path.abspath(args.tokenizer), "tasks": tasks,
          "length": length, "min_distance": args.min_distance, "max_distance": args.max_distance,
-         "answer_weight": args.answer_weight}
+         "answer_weight": args.answer_weight, "passkey_phrasings": args.passkey_phrasings}
   tok, corpus, filler = prepare(cfg, args.filler_chars)
   kept, left_out = fitting_tasks(cfg, make_worker_state((cfg, corpus, filler)))
   if not kept:

@@ -190,3 +190,25 @@ def test_heldout_passkey_eval_shares_no_phrasing_with_training(built, tokenizer)
   phrases += list(eval_tasks.PASSKEY_HELDOUT_FILLER) + [eval_tasks.PASSKEY_HELDOUT_INSTRUCTION]
   for phrase in phrases:
     assert phrase not in text, phrase
+
+
+def test_generated_passkey_phrasings_are_solvable_and_not_held_out(tmp_path, tokenizer_path,
+                                                                  tokenizer):
+  from jaxlm import eval_tasks  # pylint: disable=import-outside-toplevel
+  out = build(tmp_path / "gen", tokenizer_path, "--max_doc_tokens", "512", "--tasks", "passkey",
+              "--passkey_phrasings", "generated", "--min_distance", "16", train=512 * 30,
+              val=512)
+  infos = read_jsonl(os.path.join(out, "train_documents.jsonl"))
+  questions = set()
+  for info, doc in zip(infos, documents(os.path.join(out, "train"))):
+    (s, e), = weighted_runs(doc["tokens"], doc["weights"] - 1)
+    prompt = tokenizer.decode(doc["tokens"][1:s])
+    assert longctx_hard.solve_from_text("passkey", prompt) == tokenizer.decode(
+        doc["tokens"][s:e]).strip()
+    questions.add(prompt[prompt.rindex("\n") + 1:])
+  assert len(questions) >= 20  # many phrasings, not a few sentences
+  held = {q for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES}
+  assert not questions & held
+  text = "".join(tokenizer.decode(d["tokens"]) for d in documents(os.path.join(out, "train")))
+  for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES:
+    assert q.rsplit("?", 1)[1].strip() not in text
