@@ -33,6 +33,16 @@ steps and then reached 100% at 2k. So for the phase1/2 mixes build short documen
 `--max_distance 2000 --max_doc_tokens 2048`. With --max_distance alone, documents are
 max_distance + 512 tokens (at most seq_len).
 
+Needles and questions sit at line or sentence boundaries of the filler (as RULER inserts
+them); a cut moves at most SNAP_TOKENS tokens to reach one. A task that cannot fit the
+document length with --min_distance is left out up front (said on stderr and in the report
+as tasks_left_out); when none fits, the build is refused with one line naming the flags.
+
+Passkey phrasings (--passkey_phrasings): `fixed` draws from the 8 PASSKEY_TEMPLATES (the first
+is the Landmark prompt that `jaxlm.eval --suite passkey` asks), `generated` from PASSKEY_FRAMES
+filled with word-list pairs (thousands of phrasings), `both` half and half. None of them is a
+held-out phrasing of `jaxlm.eval --suite passkey_heldout` (tests check it).
+
 Answer tokens can be upweighted with --answer_weight W (uint8 loss-weight sidecar). Per
 document facts (task, distances, offset) go to DIR/<split>_documents.jsonl and the closing
 report prints the distance histogram. A held-out eval set of the same tasks goes to --eval_out
