@@ -84,7 +84,7 @@ CPU_PROFILE = dict(
     tools_records=24, chat_max_new_tokens=32, curve_records=48, curve_phases="phase2a", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
-    tiny_distance=24,
+    tiny_distance=24, passkey_phrasings="both",
 )
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
@@ -96,7 +96,7 @@ SMOKE_PROFILE = dict(
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
-    tiny_distance=24,
+    tiny_distance=24, passkey_phrasings="both",
 )
 
 
@@ -184,7 +184,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
   stdlib = sysconfig.get_paths()["stdlib"]
   code_input = os.path.join(stdlib, args.code_input) if args.code_input else stdlib
   longctx = ["--answer_weight", args.answer_weight, "--filler_chars", args.filler_chars,
-             "--num_workers", w]
+             "--num_workers", w, "--passkey_phrasings", args.passkey_phrasings]
   # Controls replace longctx by replay in phase2_5: every mix is cut from the same sources.
   replay_tokens = max(0.5 * n2 + 0.5 * n25 + 0.15 * n3, 0.75 * n25)
   stages = [
