@@ -201,7 +201,8 @@ def test_cpu_controls_change_one_thing_each(tmp_path):
   assert main["init_from"] == paths.final("phase2")
   assert float(flags("phase2")["model.rope_theta"]) == 10_000.0
   assert flags("phase3")["init_from"] == os.path.join(paths.workdir("phase2_5"), "best")
-  for variant, changed in (("no_rope", {"model.rope_theta": "10000.0"}),
+  for variant, changed in (("no_rope", {"model.rope_theta": "10000.0",
+                                       "model.rope_original_max_len": "512"}),
                            ("linear_pi", {"model.rope_theta": "10000.0",
                                           "model.rope_scaling": "linear",
                                           "model.rope_scaling_factor": "4.0"}),

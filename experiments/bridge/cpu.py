@@ -282,7 +282,9 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
   if phase in ("phase2_5", "phase3"):
     rope["model.rope_theta"] = args.bridge_rope_theta
     if variant == "no_rope":
-      rope["model.rope_theta"] = 10_000.0
+      # No extension at all: the preflight refuses seq_len > rope_original_max_len with the
+      # old base unless the original length says so (that is what this control is).
+      rope.update({"model.rope_theta": 10_000.0, "model.rope_original_max_len": args.long_len})
     elif variant == "linear_pi":
       rope.update({"model.rope_theta": 10_000.0, "model.rope_scaling": "linear",
                    "model.rope_scaling_factor": args.long_len / args.short_len})
