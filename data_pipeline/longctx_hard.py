@@ -33,6 +33,16 @@ steps and then reached 100% at 2k. So for the phase1/2 mixes build short documen
 `--max_distance 2000 --max_doc_tokens 2048`. With --max_distance alone, documents are
 max_distance + 512 tokens (at most seq_len).
 
+Needles and questions sit at line or sentence boundaries of the filler (as RULER inserts
+them); a cut moves at most SNAP_TOKENS tokens to reach one. A task that cannot fit the
+document length with --min_distance is left out up front (said on stderr and in the report
+as tasks_left_out); when none fits, the build is refused with one line naming the flags.
+
+Passkey phrasings (--passkey_phrasings): `fixed` draws from the 8 PASSKEY_TEMPLATES (the first
+is the Landmark prompt that `jaxlm.eval --suite passkey` asks), `generated` from PASSKEY_FRAMES
+filled with word-list pairs (thousands of phrasings), `both` half and half. None of them is a
+held-out phrasing of `jaxlm.eval --suite passkey_heldout` (tests check it).
+
 Answer tokens can be upweighted with --answer_weight W (uint8 loss-weight sidecar). Per
 document facts (task, distances, offset) go to DIR/<split>_documents.jsonl and the closing
 report prints the distance histogram. A held-out eval set of the same tasks goes to --eval_out
@@ -47,10 +57,13 @@ import dataclasses
 import itertools
 import os
 import re
+import sys
+
 import numpy as np
 
 from data_pipeline import builder_utils as bu
 from data_pipeline import text_sources
+from jaxlm import eval_tasks
 from jaxlm.data import shards
 from jaxlm.data.tokenizer import load_tokenizer
 
@@ -58,6 +71,37 @@ TASKS = ("passkey", "kv_retrieval", "variable_tracking", "multi_query", "code_de
          "copy_span")
 DISTANCE_EDGES = (0, 256, 512, 1024, 2048, 4096, 6144, 8192)
 MAX_ATTEMPTS = 25
+SNAP_TOKENS = 32  # how far a filler cut may move to reach a line or sentence start
+# Passkey phrasings seen in training: (needle, question); the question ends where the key
+# follows. The first is the Landmark-Attention passkey that `jaxlm.eval --suite passkey` asks
+# (the "training-format" score); `jaxlm.eval --suite passkey_heldout` asks phrasings, filler
+# and an instruction that no training document holds (eval_tasks.PASSKEY_HELDOUT_TEMPLATES;
+# tests/test_longctx.py checks both sets are disjoint).
+PASSKEY_TEMPLATES = (
+    (eval_tasks.PASSKEY_NEEDLE, eval_tasks.PASSKEY_QUESTION),
+    ("The secret code is {key}. Keep it in mind.", "What is the secret code? The secret code is"),
+    ("The magic number is {key}.", "What is the magic number? The magic number is"),
+    ("Remember this access code: {key}.", "Which access code was given? The access code is"),
+    ("The password for the account is {key}.",
+     "What is the password for the account? The password for the account is"),
+    ("My PIN is {key}, do not share it.", "What is my PIN? My PIN is"),
+    ("The serial number of the device is {key}.",
+     "What is the serial number of the device? The serial number of the device is"),
+    ("Important: the order id is {key}.", "What is the order id? The order id is"),
+)
+# Generated passkey phrasings (--passkey_phrasings generated): a frame filled with an
+# adjective and a noun from _WORDS / _NOUNS, so a document's question names its needle by
+# two words seen nowhere else in the document. Thousands of phrasings make the model learn to
+# find the question's words in the context and copy what follows them (an induction head),
+# not one sentence; the held-out phrasings (eval_tasks.PASSKEY_HELDOUT_TEMPLATES) use none of
+# these frames or words.
+PASSKEY_FRAMES = (
+    ("The {a} {n} code is {key}.", "What is the {a} {n} code? The {a} {n} code is"),
+    ("Note the {a} {n} value: {key}.", "What was the {a} {n} value? The {a} {n} value is"),
+    ("{A} {n} has the number {key}.", "Which number does {a} {n} have? {A} {n} has the number"),
+    ("The key of the {a} {n} is {key}.", "What is the key of the {a} {n}? The key of the {a} {n} is"),
+)
+PASSKEY_PHRASINGS = ("fixed", "generated", "both")
 _WORDS = ("amber azure bold brisk calm cedar coral crisp dawn deep dusty eager fern frost gentle "
           "golden granite hazel ivory jade keen lunar maple misty noble ochre pale quiet rapid "
           "rustic sable silver slate solar swift tawny velvet vivid wild").split()
@@ -68,6 +112,27 @@ _NOUNS = ("badger beacon canyon comet crane delta ember falcon fjord garnet harb
 
 # ----------------------------------------------------------------------------------------------
 # The checker: answers recovered from the text alone
+
+
+def _needle_pattern(needle: str) -> str:
+  """A regex for a needle template: the first {key} captures digits, later ones repeat it."""
+  head, *rest = needle.split("{key}")
+  return re.escape(head) + r"(\d+)" + r"\1".join(re.escape(r) for r in rest)
+
+
+def _frame_pattern(frame: str) -> str:
+  """A regex for a generated question: {a} {n} {A} capture words (repeats must match)."""
+  out, seen = "", set()
+  for part in re.split(r"(\{[anA]\})", frame):
+    name = part[1:-1] if re.fullmatch(r"\{[anA]\}", part) else None
+    if name is None:
+      out += re.escape(part)
+    elif name in seen:
+      out += f"(?P={name})"
+    else:
+      seen.add(name)
+      out += rf"(?P<{name}>[A-Za-z]+)"
+  return out
 
 
 def _last_match(pattern: str, text: str):
@@ -95,7 +160,16 @@ def solve_from_text(task: str, document_text: str) -> str:
   """
   text = document_text
   if task == "passkey":
-    return re.search(r"The pass key is (\d+)\. Remember it\.", text).group(1)
+    for needle, question in PASSKEY_TEMPLATES:
+      if text.endswith(question):
+        return re.search(_needle_pattern(needle), text).group(1)
+    for needle, question in PASSKEY_FRAMES:
+      m = re.search(_frame_pattern(question) + r"\Z", text)
+      if m:
+        words = {k: v for k, v in m.groupdict().items()}
+        return re.search(_needle_pattern(needle.replace("{key}", "\0").format(
+            **words).replace("\0", "{key}")), text).group(1)
+    raise ValueError("no passkey question at the end of the text")
   if task == "kv_retrieval":
     key = _last_match(r'Which value does record "([^"]+)" hold\? Value:\Z', text).group(1)
     return re.search(rf'^record "{re.escape(key)}" = (\d+)$', text, re.M).group(1)
@@ -129,18 +203,47 @@ def solve_from_text(task: str, document_text: str) -> str:
 class Filler:
   flat: np.ndarray  # all passages' tokens end to end (each passage ends with a blank line)
   bounds: dict[str, np.ndarray]  # kind -> [n, 2] (start, end) into flat
+  cut_ok: np.ndarray | None = None  # bool per token of flat: a line or sentence starts here
 
   def take(self, rng, n: int, kind: str) -> np.ndarray:
+    return self.take_with_cuts(rng, n, kind)[0]
+
+  def take_with_cuts(self, rng, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """n tokens of whole passages (the last one cut) and, per token, whether a needle may be
+    inserted before it (a line or sentence boundary, as RULER inserts needles)."""
     if n <= 0:
-      return np.zeros(0, np.int32)
+      return np.zeros(0, np.int32), np.zeros(0, bool)
     kinds = ("prose", "code") if kind == "mixed" else (kind,)
-    pieces, have = [], 0
+    pieces, cuts, have = [], [], 0
     while have < n:
       bounds = self.bounds[kinds[rng.randrange(len(kinds))]]
       lo, hi = bounds[rng.randrange(len(bounds))]
       pieces.append(self.flat[lo:hi])
+      if self.cut_ok is None:
+        cuts.append(np.ones(hi - lo, bool))
+      else:
+        cut = self.cut_ok[lo:hi].copy()
+        cut[0] = True  # a passage starts at a boundary
+        cuts.append(cut)
       have += hi - lo
-    return np.concatenate(pieces)[:n]
+    return np.concatenate(pieces)[:n], np.concatenate(cuts)[:n]
+
+
+def cut_points(tokenizer, flat: np.ndarray) -> np.ndarray:
+  """True where a token starts a line (the previous one ends with a newline) or a sentence
+  (the previous one ends with . ! ? and this one starts with a space)."""
+  sp = tokenizer.sp
+  vocab = sp.GetPieceSize()
+  pieces = [sp.IdToPiece(i) for i in range(vocab)]
+  newline = np.array([p == "<0x0A>" or p.endswith("\n") for p in pieces] + [False])
+  stop = np.array([p.rstrip("\"')").endswith((".", "!", "?")) for p in pieces] + [False])
+  space = np.array([p.startswith("\u2581") for p in pieces] + [False])
+  ids = np.clip(flat, 0, vocab)  # an id past the vocabulary never marks a boundary
+  ok = np.zeros(flat.size, bool)
+  prev, cur = ids[:-1], ids[1:]
+  ok[1:] = newline[prev] | (stop[prev] & space[cur])
+  ok[0] = True
+  return ok
 
 
 def build_filler(tokenizer, corpus: text_sources.Corpus) -> Filler:
@@ -153,7 +256,8 @@ def build_filler(tokenizer, corpus: text_sources.Corpus) -> Filler:
       kb.append((pos, pos + len(ids)))
       pos += len(ids)
     bounds[kind] = np.asarray(kb, np.int64)
-  return Filler(np.concatenate(flat), bounds)
+  flat = np.concatenate(flat)
+  return Filler(flat, bounds, cut_points(tokenizer, flat))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,18 +345,44 @@ def assemble(plan: Plan, tok, filler: Filler, length: int, rng) -> LongDoc | Non
   starts = _place(plan.needles, body, rng)
   order = sorted(range(len(plan.needles)), key=lambda i: starts[i])
   free = body - sum(n.tokens.size for n in plan.needles)
-  stream = filler.take(rng, free + room - body, plan.filler_kind)
+  # Filler is cut only where a line or sentence starts (RULER inserts needles at sentence
+  # boundaries): each wanted cut moves to the nearest such point, at most SNAP_TOKENS later.
+  stream, cut_ok = filler.take_with_cuts(rng, free + room - body + SNAP_TOKENS * (
+      len(plan.needles) + 1), plan.filler_kind)
+  bounds = np.flatnonzero(cut_ok)
+
+  def snap(lo: int, want: int) -> int:
+    k = np.searchsorted(bounds, want)
+    best = lo
+    for j in (k - 1, k):
+      if 0 <= j < len(bounds) and lo <= bounds[j] <= want + SNAP_TOKENS and \
+          abs(bounds[j] - want) < abs(best - want):
+        best = int(bounds[j])
+    return best
+
   parts, used, pos = [np.array([tok.bos_id], np.int32)], 0, 0
+  actual = [0] * len(plan.needles)  # needle starts in the body as built
   for i in order:
-    gap = starts[i] - pos
-    parts += [stream[used:used + gap], plan.needles[i].tokens]
-    used += gap
-    pos = starts[i] + plan.needles[i].tokens.size
-  parts += [stream[used:used + body - pos]]
-  used += body - pos
-  parts += [np.asarray(tail_ids, np.int32), stream[used:], np.array([tok.eos_id], np.int32)]
+    cut = snap(used, used + max(0, starts[i] - pos))
+    parts.append(stream[used:cut])
+    pos += cut - used
+    used = cut
+    actual[i] = pos
+    parts.append(plan.needles[i].tokens)
+    pos += plan.needles[i].tokens.size
+  cut = snap(used, used + max(0, body - pos))
+  parts.append(stream[used:cut])
+  pos += cut - used
+  used = cut
+  body, starts = pos, actual
+  pad = room - body
+  if pad < 0:
+    return None
+  parts += [np.asarray(tail_ids, np.int32), stream[used:used + pad],
+            np.array([tok.eos_id], np.int32)]
   tokens = np.concatenate(parts)
-  assert tokens.size == length, (tokens.size, length)
+  if tokens.size != length:  # the filler ran short (only for tiny corpora): redraw
+    return None
   mask = np.zeros(length, bool)
   tail_start = 1 + body
   mask[tail_start: tail_start + len(tail_ids)] = tail_answer
@@ -342,8 +472,17 @@ class TaskMaker:
   def passkey(self, rng) -> Plan:
     key = _number(rng, set())
     d = self.distance(rng, 64)
-    tail_lead = "\nWhat is the pass key? The pass key is"
-    needle = Needle(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n", d)
+    phrasing = self.cfg.get("passkey_phrasings", "fixed")
+    if phrasing == "generated" or (phrasing == "both" and rng.random() < 0.5):
+      frame, qframe = PASSKEY_FRAMES[rng.randrange(len(PASSKEY_FRAMES))]
+      a, n = rng.choice(_WORDS), rng.choice(_NOUNS)
+      words = {"a": a, "n": n, "A": a.capitalize()}
+      template = frame.replace("{key}", "\0").format(**words).replace("\0", "{key}")
+      question = qframe.format(**words)
+    else:
+      template, question = PASSKEY_TEMPLATES[rng.randrange(len(PASSKEY_TEMPLATES))]
+    tail_lead = "\n" + question
+    needle = Needle("\n" + template.format(key=key) + "\n", d)
     return Plan("passkey", [needle], [(tail_lead, False), (f" {key}", True), (".\n", False)],
                 [(key, 0)], self.kind(rng))
 
@@ -461,9 +600,38 @@ def make_document(cfg: dict, state, split: str, index: int) -> LongDoc:
     if doc is not None and verify(doc, tok, plan):
       doc.attempts = attempt
       return doc
-  raise RuntimeError(f"could not build a verified {task} document ({split} #{index}) in "
-                     f"{MAX_ATTEMPTS} attempts; is the document length {cfg['length']} too "
-                     f"short for --min_distance {cfg['min_distance']}?")
+  raise ValueError(f"could not build a verified {task} document ({split} #{index}) in "
+                   f"{MAX_ATTEMPTS} attempts: documents of {cfg['length']} tokens (--seq_len / "
+                   f"--max_doc_tokens / --max_distance) are too short for it with --min_distance "
+                   f"{cfg['min_distance']}; raise the length, lower --min_distance or leave "
+                   f"{task} out of --tasks")
+
+
+PROBE_DOCUMENTS = 16
+PROBE_MAX_FAILURES = 2  # of PROBE_DOCUMENTS; a task failing more often is left out
+
+
+def fitting_tasks(cfg: dict, state) -> tuple[tuple[str, ...], dict[str, str]]:
+  """Tasks that fit the document length: each is drawn PROBE_DOCUMENTS times up front, and one
+  that fails to build a verified document more than PROBE_MAX_FAILURES times is left out (with
+  the reason), so a setting that cannot hold a task is said at the start. A rare document
+  that still cannot be built later is skipped and counted (`unbuildable_<task>`)."""
+  keep, left_out = [], {}
+  for task in cfg["tasks"]:
+    probe = {**cfg, "tasks": (task,)}
+    failed = 0
+    for index in range(PROBE_DOCUMENTS):
+      try:
+        make_document(probe, state, f"probe_{task}", index)
+      except ValueError:
+        failed += 1
+    if failed > PROBE_MAX_FAILURES:
+      left_out[task] = (f"{failed} of {PROBE_DOCUMENTS} probe documents could not be built in "
+                        f"{MAX_ATTEMPTS} draws at {cfg['length']} tokens with --min_distance "
+                        f"{cfg['min_distance']}")
+    else:
+      keep.append(task)
+  return tuple(keep), left_out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,7 +648,10 @@ def _train_item(item):
   split, index = item
   state = bu.worker_state()
   cfg = state["cfg"]
-  doc = make_document(cfg, state, split, index)
+  try:
+    doc = make_document(cfg, state, split, index)
+  except ValueError as e:  # a rare draw that never fits: counted in the report, not fatal
+    return bu.Skipped("unbuildable_" + str(e).split()[5], f"{split} #{index}")
   weights = None
   if cfg["answer_weight"] != 1:
     weights = np.where(doc.answer_mask, cfg["answer_weight"], 1).astype(np.uint8)
@@ -491,7 +662,10 @@ def _train_item(item):
 
 def _eval_item(index):
   state = bu.worker_state()
-  doc = make_document(state["cfg"], state, "eval", index)
+  try:
+    doc = make_document(state["cfg"], state, "eval", index)
+  except ValueError:
+    return None
   tok = state["tokenizer"]
   last = doc.answers[-1]
   return {"task": doc.task, "prompt": tok.decode(doc.tokens[1:last["start"]]),
@@ -521,6 +695,9 @@ def parse_args(argv=None):
                  help="curriculum: documents of this many tokens (e.g. 512 first)")
   p.add_argument("--answer_weight", type=int, default=1, help="loss weight of answer tokens")
   p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list from {TASKS}")
+  p.add_argument("--passkey_phrasings", choices=PASSKEY_PHRASINGS, default="fixed",
+                 help="passkey needles/questions: the 8 fixed PASSKEY_TEMPLATES, phrasings "
+                      "generated from PASSKEY_FRAMES and word lists, or half of each")
   p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
   p.add_argument("--eval_examples", type=int, default=500)
   p.add_argument("--filler_chars", type=int, default=4_000_000,
@@ -541,9 +718,20 @@ def build(args) -> bu.Report:
                      f"{args.min_distance}; lower --min_distance or raise --max_doc_tokens")
   cfg = {"seed": args.seed, "tokenizer": os.path.abspath(args.tokenizer), "tasks": tasks,
          "length": length, "min_distance": args.min_distance, "max_distance": args.max_distance,
-         "answer_weight": args.answer_weight}
+         "answer_weight": args.answer_weight, "passkey_phrasings": args.passkey_phrasings}
   tok, corpus, filler = prepare(cfg, args.filler_chars)
+  kept, left_out = fitting_tasks(cfg, make_worker_state((cfg, corpus, filler)))
+  if not kept:
+    raise ValueError(f"no task fits documents of {length} tokens with --min_distance "
+                     f"{args.min_distance} (--seq_len {args.seq_len}, --max_doc_tokens "
+                     f"{args.max_doc_tokens}, --max_distance {args.max_distance}, --tasks "
+                     f"{','.join(tasks)}); raise the length or lower --min_distance")
+  tasks = cfg["tasks"] = kept
   report = bu.Report("longctx_hard")
+  if left_out:
+    report.extra["tasks_left_out"] = left_out
+    for task, why in left_out.items():
+      print(f"longctx_hard: leaving out {task}: {why}", file=sys.stderr)
   distances, per_task, docs_info = [], {}, {"train": [], "val": []}
   builder_meta = {"name": "longctx_hard", "seed": args.seed, "document_tokens": length,
                   "tasks": list(tasks), "min_distance": args.min_distance,
@@ -567,7 +755,7 @@ def build(args) -> bu.Report:
         items = ((split, i) for i in itertools.count())
         bu.write_documents(writer, split, pool.imap(_train_item, items), report, bar,
                            targets[split], on_document=record)
-    eval_rows = pool.map(_eval_item, list(range(args.eval_examples)))
+    eval_rows = [r for r in pool.map(_eval_item, list(range(args.eval_examples))) if r]
     # Extras go into the staging dir: they are committed together with the shards.
     for split, rows in docs_info.items():
       bu.write_jsonl(bu.staged_path(writer, os.path.join(args.out_dir,

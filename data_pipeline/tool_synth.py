@@ -29,7 +29,10 @@ into seq_len-token slots (builder_utils.WindowPacker) so none is cut by a reader
 Sources mix by weight (--synthetic_weight, --glaive_weight, --hermes_weight); a real file
 runs out after one pass. Held-out prompts for the tool-use eval go to --eval_out (default
 DIR/eval.jsonl): {"messages": [...up to the user turn], "tools": [...], "expected":
-"call"|"no_call", "expected_name": str|null, "expected_arguments": dict|null}.
+"call"|"no_call", "expected_name": str|null, "expected_arguments": dict|null}. Its prompts offer
+only the --heldout_functions schemas (default HELDOUT_FUNCTIONS: four whole domains), which the
+train and val splits never offer (a real record that offers one is skipped); the same kind of
+prompts on the training schemas go to eval_seen.jsonl beside it.
 """
 
 from __future__ import annotations
@@ -452,6 +455,23 @@ LIBRARY: list[Function] = [
         "Suggest a movie.", "Sure, what genre do you feel like?"),
 ]
 BY_NAME = {f.name: f for f in LIBRARY}
+# Schemas held out of training (whole domains: each is its domain's only function). The
+# builder's train and val splits never offer them; its eval.jsonl offers only them, so the
+# tool-call validity there is measured on schemas the model never saw. eval_seen.jsonl holds
+# prompts on the training schemas, for comparison.
+HELDOUT_FUNCTIONS = ("calculate_bmi", "get_news_headlines", "search_movies", "translate_text")
+
+
+def split_library(heldout) -> tuple[list[Function], list[Function]]:
+  """(training functions, held-out functions) for a list of held-out names."""
+  unknown = sorted(set(heldout) - set(BY_NAME))
+  if unknown:
+    raise ValueError(f"--heldout_functions: unknown function(s) {unknown}; choose from "
+                     f"{sorted(BY_NAME)}")
+  train = [f for f in LIBRARY if f.name not in heldout]
+  if len(train) < 4:
+    raise ValueError("--heldout_functions leaves fewer than 4 training functions")
+  return train, [f for f in LIBRARY if f.name in heldout]
 
 SYSTEM_PROMPTS = [
     "You are a helpful assistant with access to tools. Call a tool when it helps.",
@@ -503,11 +523,15 @@ def _tool_msg(result: dict) -> dict:
   return {"role": "tool", "content": json.dumps(result, ensure_ascii=False)}
 
 
-def synthesize(rng) -> tuple[list[dict], list[dict], dict]:
-  """One synthetic conversation: (messages, tools, eval facts about the first user turn)."""
+def synthesize(rng, library: list[Function] | None = None
+               ) -> tuple[list[dict], list[dict], dict]:
+  """One synthetic conversation: (messages, tools, eval facts about the first user turn).
+
+  The offered functions are drawn from `library` (default: all of LIBRARY)."""
+  library = LIBRARY if library is None else library
   kind = rng.choices(["single", "parallel", "sequential", "error", "no_call"],
                      [45, 12, 13, 10, 20])[0]
-  offered = rng.sample(LIBRARY, rng.randint(1, 4))
+  offered = rng.sample(library, rng.randint(1, min(4, len(library))))
   main = offered[0]
   rng.shuffle(offered)
   tools = [f.schema() for f in offered]
@@ -773,7 +797,9 @@ CONVERTERS = {"glaive": convert_glaive, "hermes": convert_hermes}
 
 
 def make_worker_state(arg) -> dict:
-  return {"cfg": arg, "tokenizer": load_tokenizer(arg["tokenizer"])}
+  train, heldout = split_library(arg.get("heldout", ()))
+  return {"cfg": arg, "tokenizer": load_tokenizer(arg["tokenizer"]), "train_library": train,
+          "heldout_library": heldout or train}
 
 
 def _encode(messages, tools, source) -> bu.Document:
@@ -792,7 +818,8 @@ def _too_long(doc: bu.Document, where: str):
 def _synthetic_item(item):
   split, index = item
   cfg = bu.worker_state()["cfg"]
-  messages, tools, _ = synthesize(bu.doc_rng(cfg["seed"], "tools", split, index))
+  messages, tools, _ = synthesize(bu.doc_rng(cfg["seed"], "tools", split, index),
+                                 bu.worker_state()["train_library"])
   problems = call_problems(messages, tools)
   if problems:
     return bu.Skipped("invalid_synthetic_call", problems[0])
@@ -807,12 +834,19 @@ def _real_item(item):
     messages, tools = CONVERTERS[source](record)
   except bu.SkipRecord as e:
     return bu.Skipped(e.reason, f"{where}: {e.detail}" if e.detail else where)
+  heldout = set(bu.worker_state()["cfg"].get("heldout", ()))
+  if heldout & {t.get("name") for t in tools}:
+    return bu.Skipped("offers_heldout_function", where)
   return _too_long(_encode(messages, tools, f"tools/{source}"), where)
 
 
-def _eval_item(index):
-  cfg = bu.worker_state()["cfg"]
-  messages, tools, facts = synthesize(bu.doc_rng(cfg["seed"], "tools", "eval", index))
+def _eval_item(item):
+  which, index = item  # "heldout": only held-out schemas; "seen": training schemas
+  state = bu.worker_state()
+  library = state["heldout_library"] if which == "heldout" else state["train_library"]
+  messages, tools, facts = synthesize(
+      bu.doc_rng(state["cfg"]["seed"], "tools", "eval" if which == "heldout" else "eval_seen",
+                 index), library)
   first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
   return {"messages": messages[:first_user + 1], "tools": tools, **facts}
 
@@ -847,6 +881,9 @@ def parse_args(argv=None):
   p.add_argument("--strict", action="store_true", help="fail on the first malformed record")
   p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
   p.add_argument("--eval_examples", type=int, default=500)
+  p.add_argument("--heldout_functions", default=",".join(HELDOUT_FUNCTIONS),
+                 help="synthetic functions kept out of train/val and asked in eval.jsonl "
+                      "('' = none: eval.jsonl then uses the training schemas)")
   return p.parse_args(argv)
 
 
@@ -858,10 +895,12 @@ def build(args) -> bu.Report:
   if not tok.has_chat_tokens:
     raise ValueError(f"tokenizer {args.tokenizer} lacks the chat/tool special tokens; train one "
                      f"with python -m data_pipeline.tokenizer")
-  cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len}
+  heldout = tuple(n.strip() for n in args.heldout_functions.split(",") if n.strip())
+  split_library(heldout)  # bad names fail here, before any work
+  cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
-          "seq_len": args.seq_len}
+          "seq_len": args.seq_len, "heldout_functions": list(heldout)}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   tokens_per_source = {}
   with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \
@@ -886,10 +925,14 @@ def build(args) -> bu.Report:
                            packer=packer)
       tokens_per_source[split] = writer.tokens_per_source(split)
       report.extra[f"{split}_pad_tokens"] = packer.pad_tokens
-    eval_rows = pool.map(_eval_item, list(range(args.eval_examples)))
+    eval_rows = pool.map(_eval_item, [("heldout", i) for i in range(args.eval_examples)])
+    seen_rows = pool.map(_eval_item, [("seen", i) for i in range(args.eval_examples)])
     # Extras go into the staging dir: they are committed together with the shards.
     eval_out = args.eval_out or os.path.join(args.out_dir, "eval.jsonl")
     bu.write_jsonl(bu.staged_path(writer, eval_out), eval_rows)
+    seen_out = os.path.join(os.path.dirname(eval_out), "eval_seen.jsonl")
+    bu.write_jsonl(bu.staged_path(writer, seen_out), seen_rows)
+    report.extra["heldout_functions"] = list(heldout)
     report.extra["tokens_per_source"] = tokens_per_source
     report.extra["eval"] = f"{len(eval_rows)} prompts -> {eval_out}"
     bu.commit_report(report, writer)

@@ -13,6 +13,8 @@ Accuracies are fractions in [0, 1] in the JSON and percentages in the tables.
 
 Suites (prompt construction and scoring live in `jaxlm.eval_tasks`):
   passkey  Landmark-Attention passkey retrieval by length x needle depth (greedy, 10 tokens)
+  passkey_heldout  the same with needle/question phrasings, filler and instruction that no
+           training document holds (eval_tasks.PASSKEY_HELDOUT_*): the score that counts
   ruler    niah_single, niah_multikey, niah_multivalue, variable_track (string_match_all)
   longctx  records {"task", "prompt", "answer", "distance_tokens", "length_tokens"}: right
            when the answer string is in the output
@@ -102,9 +104,9 @@ def score_probes(probes: Sequence[eval_tasks.Probe], generate_fn: GenerateFn, to
 
 def passkey_suite(generate_fn: GenerateFn, tokenizer, lengths: Sequence[int],
                   depths: Sequence[float] = DEFAULT_DEPTHS, samples: int = 5,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, phrasing: str = "train") -> dict[str, Any]:
   """Passkey accuracy overall, per length and per (length, depth)."""
-  probes = eval_tasks.passkey_probes(tokenizer, lengths, depths, samples, seed)
+  probes = eval_tasks.passkey_probes(tokenizer, lengths, depths, samples, seed, phrasing)
   records = score_probes(probes, generate_fn, tokenizer)
   by_cell = collections.defaultdict(list)
   for r in records:
@@ -309,6 +311,11 @@ def format_results(results: dict[str, Any]) -> str:
     parts.append(format_grid(f"passkey accuracy (%), {r['samples']} samples per cell",
                              r["by_length_depth"], "length", "depth"))
     parts.append(f"passkey accuracy: {_pct(r['accuracy']).strip()}%")
+  if "passkey_heldout" in results:
+    r = results["passkey_heldout"]
+    parts.append(format_grid(f"held-out passkey accuracy (%), {r['samples']} samples per cell",
+                             r["by_length_depth"], "length", "depth"))
+    parts.append(f"held-out passkey accuracy: {_pct(r['accuracy']).strip()}%")
   if "ruler" in results:
     r = results["ruler"]
     parts.append(format_grid(f"RULER string_match_all (%), {r['samples']} samples per cell",
@@ -398,6 +405,8 @@ def _need(value, suite: str, flag: str):
 EVALUATORS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
     "passkey": lambda c: passkey_suite(c.generate_fn, c.tokenizer, c.lengths, c.depths,
                                        c.samples, c.seed),
+    "passkey_heldout": lambda c: passkey_suite(c.generate_fn, c.tokenizer, c.lengths,
+                                               c.depths, c.samples, c.seed, phrasing="heldout"),
     "ruler": lambda c: ruler_suite(c.generate_fn, c.tokenizer, c.lengths, c.samples, c.seed),
     "longctx": lambda c: longctx_suite(
         c.generate_fn, c.tokenizer,
@@ -410,7 +419,7 @@ EVALUATORS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
 }
 SUITES = tuple(EVALUATORS)
 # Suites that score generated text need the tokenizer and the sampler.
-GENERATIVE_SUITES = ("passkey", "ruler", "longctx", "tools")
+GENERATIVE_SUITES = ("passkey", "passkey_heldout", "ruler", "longctx", "tools")
 
 
 def run_suites(suites: Sequence[str], context: EvalContext) -> dict[str, Any]:

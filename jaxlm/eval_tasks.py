@@ -38,6 +38,41 @@ PASSKEY_QUESTION = "What is the pass key? The pass key is"
 PASSKEY_MAX_NEW_TOKENS = 10
 PASSKEY_KEY_RANGE = (1, 50000)
 
+# Held-out passkey (`--suite passkey_heldout`): phrasings, filler and instruction that no
+# training document holds (data_pipeline.longctx_hard trains on PASSKEY_NEEDLE/QUESTION and
+# its own PASSKEY_TEMPLATES; tests/test_longctx.py checks the sets share nothing). As in the
+# training phrasings, the question ends where the key follows.
+PASSKEY_HELDOUT_INSTRUCTION = ("Below is a long note. One detail in it matters; you will be "
+                               "asked about it at the end.")
+PASSKEY_HELDOUT_TEMPLATES = (
+    ("The vault combination is {key}. Do not forget it.",
+     "What is the vault combination? The vault combination is"),
+    ("Today the lucky ticket is {key}.", "Which ticket is lucky today? The lucky ticket is"),
+    ("The locker number assigned to you is {key}.",
+     "What locker number was assigned? The locker number is"),
+    ("Please write down the tracking number {key} for later.",
+     "What was the tracking number? The tracking number is"),
+)
+PASSKEY_HELDOUT_FILLER = (
+    "The river bends twice before it reaches the old mill.",
+    "Swallows nest under the bridge every spring.",
+    "A narrow path climbs the hill behind the chapel.",
+    "The baker opens his shop before sunrise.",
+    "Fog settles over the meadow on autumn mornings.",
+    "Two fishing boats rest on the pebbled shore.",
+    "The orchard yields more pears than apples this year.",
+    "An owl calls from the pine wood after dusk.",
+    "The market square fills with stalls on Saturdays.",
+    "Snow rarely lasts more than a day in the valley.",
+    "The lighthouse keeper paints the railings each summer.",
+    "Wild thyme grows between the stones of the wall.",
+    "Children race paper boats down the stream.",
+    "The ferry crosses the lake three times a day.",
+    "Copper roofs turn green after many years of rain.",
+    "A shepherd counts his flock at the gate each evening.",
+)
+PASSKEY_PHRASINGS = ("train", "heldout")
+
 RULER_TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "variable_track")
 # Enough room for every reference (numbers tokenise digit by digit).
 RULER_MAX_NEW_TOKENS = {"niah_single": 16, "niah_multikey": 16, "niah_multivalue": 64,
@@ -85,8 +120,11 @@ def _filled_prompt(tokenizer, build, target_tokens: int, label: str) -> list[int
     n, ids = n + 1, longer
 
 
-def _with_needles(filler_count: int, needles: Sequence[tuple[float, str]]) -> str:
-  """Filler paragraphs with each (depth, sentence) needle inserted between paragraphs."""
+def _with_needles(filler_count: int, needles: Sequence[tuple[float, str]],
+                  paragraphs: Sequence[str] | None = None) -> str:
+  """Filler paragraphs with each (depth, sentence) needle inserted between paragraphs.
+
+  The paragraphs are PASSKEY_FILLER repeated, or paragraphs[i] for the i-th one."""
   slots: dict[int, list[str]] = {}
   for depth, sentence in needles:
     slots.setdefault(round(depth * filler_count), []).append(sentence)
@@ -94,32 +132,53 @@ def _with_needles(filler_count: int, needles: Sequence[tuple[float, str]]) -> st
   for i in range(filler_count + 1):
     parts.extend(slots.get(i, []))
     if i < filler_count:
-      parts.append(PASSKEY_FILLER)
+      parts.append(paragraphs[i % len(paragraphs)] if paragraphs else PASSKEY_FILLER)
   return " ".join(parts)
 
 
 # ------------------------------------------------------------------ passkey
 
 
-def passkey_probe(tokenizer, length: int, depth: float, key: int) -> Probe:
-  """A passkey prompt of at most `length` tokens with the needle at `depth` in [0, 1]."""
+def _heldout_paragraphs(rng: random.Random, count: int) -> list[str]:
+  """Filler paragraphs of three held-out sentences each, drawn once per prompt."""
+  return [" ".join(rng.sample(PASSKEY_HELDOUT_FILLER, 3)) for _ in range(count)]
+
+
+def passkey_probe(tokenizer, length: int, depth: float, key: int, phrasing: str = "train",
+                  rng: random.Random | None = None) -> Probe:
+  """A passkey prompt of at most `length` tokens with the needle at `depth` in [0, 1].
+
+  phrasing "train": the Landmark-Attention prompt (its needle and question are also in the
+  training data). "heldout": a held-out needle/question template, filler and instruction
+  (drawn with `rng`), none of which any training document holds.
+  """
   if not 0.0 <= depth <= 1.0:
     raise ValueError(f"passkey depth {depth} is outside [0, 1]")
-  needle = PASSKEY_NEEDLE.format(key=key)
+  if phrasing == "train":
+    instruction, needle_t, question = PASSKEY_INSTRUCTION, PASSKEY_NEEDLE, PASSKEY_QUESTION
+    paragraphs = None
+  elif phrasing == "heldout":
+    rng = rng or random.Random(key)
+    instruction = PASSKEY_HELDOUT_INSTRUCTION
+    needle_t, question = PASSKEY_HELDOUT_TEMPLATES[rng.randrange(len(PASSKEY_HELDOUT_TEMPLATES))]
+    # Enough paragraphs for any length: a paragraph is > 20 tokens with any tokenizer here.
+    paragraphs = _heldout_paragraphs(rng, max(4, length // 8))
+  else:
+    raise ValueError(f"passkey phrasing {phrasing!r}; phrasings are {list(PASSKEY_PHRASINGS)}")
+  needle = needle_t.format(key=key)
 
   def build(n):
-    return " ".join([PASSKEY_INSTRUCTION, _with_needles(n, [(depth, needle)]),
-                     PASSKEY_QUESTION])
+    return " ".join([instruction, _with_needles(n, [(depth, needle)], paragraphs), question])
 
   ids = _filled_prompt(tokenizer, build, length, f"passkey length {length}")
   return Probe("passkey", ids, [str(key)], length, depth, PASSKEY_MAX_NEW_TOKENS)
 
 
 def passkey_probes(tokenizer, lengths: Sequence[int], depths: Sequence[float],
-                   samples: int, seed: int = 0) -> list[Probe]:
+                   samples: int, seed: int = 0, phrasing: str = "train") -> list[Probe]:
   """`samples` probes per (length, depth), keys drawn uniformly from [1, 50000]."""
   rng = random.Random(seed)
-  return [passkey_probe(tokenizer, length, depth, rng.randint(*PASSKEY_KEY_RANGE))
+  return [passkey_probe(tokenizer, length, depth, rng.randint(*PASSKEY_KEY_RANGE), phrasing, rng)
           for length in lengths for depth in depths for _ in range(samples)]
 
 

@@ -96,8 +96,10 @@ def test_markdown_lists_targets_and_phases():
 
 
 def test_flops_per_token_counts_the_33m_model():
+  """The bridge uses jaxlm.model's one formula, with attention halved for causality."""
   args = bridge.parse_args(["--out_dir", "/tmp/x", "--workdir", "/tmp/y"])
-  params = 8 * (2 * 512 * 64 * (8 + 4) + 3 * 512 * 1536) + 512 * 8192
+  # Per layer: q, k, v, o projections, SwiGLU, two norm scales; final norm; output head.
+  params = 8 * (2 * 512 * 64 * (8 + 4) + 3 * 512 * 1536 + 2 * 512) + 512 + 512 * 8192
   assert bridge.flops_per_token(args, 0) == 6 * params
   assert bridge.flops_per_token(args, 8192) - bridge.flops_per_token(args, 2048) == \
       6 * 8 * 8 * 64 * 6144
@@ -182,3 +184,83 @@ def test_smoke_run_writes_every_phase_and_judges_every_target(tmp_path):
   assert set(full) == set(bridge.EVAL_PHASES) and full["phase3"]["passkey"]["records"]
   # The printed summary names each target with its verdict.
   assert proc.stdout.count("PASS") + proc.stdout.count("FAIL ") >= 8
+
+
+# ------------------------------------------------------------------ the CPU-scale bridge
+
+
+def test_cpu_controls_change_one_thing_each(tmp_path):
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  args = cpu.parse_args(["--workdir", str(tmp_path), "--out_dir", str(tmp_path / "out")])
+  paths = cpu.Paths(args)
+
+  def flags(phase, variant="main"):
+    cmd = cpu.train_cmd(args, paths, phase, variant)
+    return dict(c[len("--config."):].split("=", 1) for c in cmd if c.startswith("--config."))
+
+  main = flags("phase2_5")
+  assert float(main["model.rope_theta"]) == 44_000.0 and main["seq_len"] == "512"
+  assert main["init_from"] == paths.final("phase2")
+  assert float(flags("phase2")["model.rope_theta"]) == 10_000.0
+  assert flags("phase3")["init_from"] == os.path.join(paths.workdir("phase2_5"), "best")
+  for variant, changed in (("no_rope", {"model.rope_theta": "10000.0",
+                                       "model.rope_original_max_len": "512"}),
+                           ("linear_pi", {"model.rope_theta": "10000.0",
+                                          "model.rope_scaling": "linear",
+                                          "model.rope_scaling_factor": "4.0"}),
+                           ("replay_for_longctx", {})):
+    got = flags("phase2_5", variant)
+    diff = {k: v for k, v in got.items() if main.get(k) != v
+            and k not in ("workdir", "final_dir", "train_dir", "val_dir")}
+    assert diff == changed, (variant, diff)
+    if variant == "replay_for_longctx":
+      assert "replay" in got["train_dir"] and got["train_dir"] != main["train_dir"]
+    else:
+      assert got["train_dir"] == main["train_dir"]  # same data, same steps
+
+
+def test_cpu_targets_judged_per_seed():
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  lengths = [96, 128, 256, 512, 1024]
+  good = {str(n): 1.0 for n in lengths}
+  runs = {"seed0/main": {"phases": {
+      "phase2": {"passkey_by_length": good, "heldout_by_length": good, "replay_val_loss": 2.0},
+      "phase2_5": {"heldout_by_length": {**good, "512": 0.94, "1024": 0.0},
+                   "tools_heldout": {"valid_call_rate": 0.9}, "replay_val_loss": 2.05,
+                   "phase3_mix_val": {"sft": 3.0}},
+      "phase3": {"heldout_by_length": {**good, "512": 0.93}, "tools_heldout":
+                 {"valid_call_rate": 0.87}, "phase3_mix_val": {"sft": 2.5}}}},
+      "seed0/no_rope": {"phases": {}}}
+  got = {t["target"].split(":")[0] + ":" + t["target"].split(":")[1][:12]: t["status"]
+         for t in cpu.judge(runs, lengths, 128, 512)}
+  assert list(got.values()) == ["PASS", "PASS", "FAIL", "PASS", "FAIL", "PASS", "FAIL", "PASS"]
+
+
+def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
+  """python -m experiments.bridge.run --scale cpu --smoke: every stage of the CPU chain with a
+  tiny model (evaluated after phase3 only), its JSON, table and plots."""
+  out = tmp_path / "out"
+  start = time.time()
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, "-m", "experiments.bridge.run", "--scale", "cpu",
+                         "--smoke", "--workdir", str(tmp_path / "work"), "--out_dir", str(out)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  results = json.loads((out / "results.json").read_text())
+  run = results["runs"]["seed0/main"]
+  assert list(run["phases"]) == ["phase2a", "phase2", "phase2_5", "phase3"]
+  assert all(s["status"] == "ok" for s in run["stages"]), run["stages"]
+  p3 = run["phases"]["phase3"]
+  assert p3["steps"] == 2 and p3["tokens"] == 2 * 256 and p3["seed"] == 0
+  assert set(p3["heldout_by_length"]) == {"128"} and set(p3["passkey_by_length"]) == {"128"}
+  assert p3["phase3_mix_val"] and p3["replay_val"] and p3["chat"]
+  assert {t["status"] for t in results["targets"]} <= {"PASS", "FAIL", "MISSING"}
+  assert "| seed0/main | phase3 |" in (out / "RESULTS.md").read_text()
+  try:
+    import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    for name in ("loss_curves.png", "accuracy_by_length.png", "retrieval_curve.png"):
+      assert (out / name).stat().st_size > 1000
+  except ImportError:
+    pass
+  print(f"cpu smoke: {time.time() - start:.0f} s")

@@ -218,3 +218,51 @@ def test_json_output_is_strict_and_atomic(tmp_path):
   eval_lib.write_json(str(path), {"a": float("nan"), "b": [1.5]})
   assert json.loads(path.read_text()) == {"a": None, "b": [1.5]}
   assert os.listdir(tmp_path / "ck") == ["eval.json"]
+
+
+# --------------------------------------------------------------------------- held-out passkey
+
+
+def _heldout_key(text):
+  for needle, _ in eval_tasks.PASSKEY_HELDOUT_TEMPLATES:
+    head, tail = needle.split("{key}")
+    m = re.search(re.escape(head) + r"(\d+)" + re.escape(tail), text)
+    if m:
+      return m.group(1)
+  return None
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
+def test_heldout_passkey_prompt_shares_nothing_with_the_training_format(tok, depth):
+  probe = eval_tasks.passkey_probe(tok, 900, depth, key=4321, phrasing="heldout",
+                                   rng=random.Random(7))
+  text = tok.decode(probe.prompt_ids)
+  assert len(probe.prompt_ids) <= 900 and probe.references == ["4321"]
+  assert text.startswith(eval_tasks.PASSKEY_HELDOUT_INSTRUCTION + " ")
+  assert any(text.endswith(" " + q) for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES)
+  assert _heldout_key(text) == "4321" and text.count("4321") == 1
+  for phrase in (eval_tasks.PASSKEY_INSTRUCTION, eval_tasks.PASSKEY_FILLER, "pass key",
+                 eval_tasks.PASSKEY_QUESTION):
+    assert phrase not in text
+  sentences = re.findall(r"[A-Z][^.?]*\.", text)
+  filler = [s for s in sentences if s in eval_tasks.PASSKEY_HELDOUT_FILLER]
+  assert len(filler) >= 9 and len(set(filler)) > 5  # varied sentences, not one repeated
+  needle_at = text.index("4321")
+  share_before = sum(text[:needle_at].count(s) for s in eval_tasks.PASSKEY_HELDOUT_FILLER)
+  assert abs(share_before / len(filler) - depth) < 0.1
+
+
+def test_heldout_passkey_suite_on_a_stub(tok):
+  def generate(prompt_ids, max_new_tokens, stop_ids=()):
+    return [tok.encode(" " + (_heldout_key(tok.decode(ids)) or "0") + ".")[:max_new_tokens]
+            for ids in prompt_ids]
+  context = eval_lib.EvalContext(generate_fn=generate, tokenizer=tok, lengths=[300, 600],
+                                 depths=[0.0, 1.0], samples=3)
+  results = eval_lib.run_suites(["passkey_heldout", "passkey"], context)
+  assert results["passkey_heldout"]["accuracy"] == 1.0
+  assert results["passkey_heldout"]["by_length"] == {"300": 1.0, "600": 1.0}
+  assert results["passkey"]["accuracy"] == 0.0  # the stub only reads held-out needles
+  table = eval_lib.format_results(results)
+  assert "held-out passkey accuracy: 100.0%" in table and "passkey accuracy: 0.0%" in table
+  with pytest.raises(ValueError, match="phrasing"):
+    eval_tasks.passkey_probe(tok, 300, 0.5, 1, phrasing="other")

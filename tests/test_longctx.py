@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -111,3 +112,103 @@ def test_bad_flags_exit_with_message(tmp_path, tokenizer_path):
   with pytest.raises(SystemExit, match="cannot hold distances"):
     bu.run_main(lambda: build(tmp_path / "y", tokenizer_path, "--max_doc_tokens", "256",
                               "--min_distance", "300"))
+
+
+def test_impossible_task_is_left_out_and_reported(tmp_path, tokenizer_path, capsys):
+  # kv_retrieval's records do not fit 128-token documents with distances >= 16: it is left
+  # out up front (said on stderr and in the report), the others are built.
+  out = build(tmp_path / "s", tokenizer_path, "--seq_len", "128", "--min_distance", "16",
+              "--max_distance", "100", train=128 * 40, val=128 * 2)
+  report = read_report(out)
+  assert "kv_retrieval" in report["tasks_left_out"]
+  assert "kv_retrieval" not in report["documents_per_task"]
+  assert "leaving out kv_retrieval" in capsys.readouterr().err
+  infos = read_jsonl(os.path.join(out, "train_documents.jsonl"))
+  assert {i["length_tokens"] for i in infos} == {128}
+
+
+def test_setting_no_task_fits_is_refused_in_one_line(tmp_path, tokenizer_path):
+  with pytest.raises(SystemExit) as e:
+    bu.run_main(lambda: build(tmp_path / "z", tokenizer_path, "--seq_len", "128",
+                              "--min_distance", "16", "--tasks", "kv_retrieval"))
+  message = str(e.value)
+  assert "\n" not in message and "--min_distance 16" in message and "--seq_len 128" in message
+  assert not os.path.exists(tmp_path / "z")
+
+
+def _toy_filler(tokenizer):
+  prose = ["Lorem ipsum dolor sit amet. Consectetur adipiscing elit sed. " * 12] * 3
+  code = ["alpha = beta + gamma\ndelta = epsilon(zeta)\n" * 12] * 3
+  corpus = longctx_hard.text_sources.Corpus(prose, code, [], 1)
+  return longctx_hard.build_filler(tokenizer, corpus), corpus
+
+
+def test_needles_sit_at_line_or_sentence_boundaries(tokenizer):
+  import random  # pylint: disable=import-outside-toplevel
+  filler, corpus = _toy_filler(tokenizer)
+  maker = longctx_hard.TaskMaker({"min_distance": 16, "max_distance": None}, corpus, 512)
+  first_words = ("Lorem ", "Consectetur ", "alpha ", "delta ")
+  rng, checked = random.Random(0), 0
+  for _ in range(40):
+    plan = rng.choice([maker.passkey, maker.multi_query])(rng)
+    doc = longctx_hard.assemble(plan, tokenizer, filler, 512, rng)
+    if doc is None:
+      continue
+    text = tokenizer.decode(doc.tokens)
+    inserts = [n.text.strip("\n") for n in plan.needles] + [plan.tail[0][0].strip("\n")]
+    for k, inner in enumerate(inserts):
+      at = text.find(inner)
+      assert at >= 0, inner
+      # the filler before an insert ends a sentence or a line (or there is none)
+      before = text[:at].rstrip("\n ")
+      assert before == "" or before.endswith(".") or text[:at].endswith("\n\n") or \
+          text[:at - 1].endswith("\n"), repr(text[max(0, at - 40):at + 10])
+      if k == len(inserts) - 1:
+        continue  # after the question comes the answer
+      after = text[at + len(inner):].lstrip("\n ")
+      if after and not any(after.startswith(i) for i in inserts):
+        # the filler after a needle starts a sentence or a line, never inside a word
+        assert after.startswith(first_words), repr(text[at:at + len(inner) + 30])
+      checked += 1
+  assert checked >= 40
+
+
+def test_heldout_passkey_eval_shares_no_phrasing_with_training(built, tokenizer):
+  from jaxlm import eval_tasks  # pylint: disable=import-outside-toplevel
+  train_sentences = set()
+  for needle, question in longctx_hard.PASSKEY_TEMPLATES:
+    train_sentences.update(s.strip() for s in re.split(r"(?<=[.?:])\s", needle + " " + question))
+  for needle, question in eval_tasks.PASSKEY_HELDOUT_TEMPLATES:
+    held = [s.strip() for s in re.split(r"(?<=[.?:])\s", needle + " " + question)]
+    assert not set(held) & train_sentences, held
+  # The training format is one of the training templates: the plain passkey suite asks it.
+  assert (eval_tasks.PASSKEY_NEEDLE, eval_tasks.PASSKEY_QUESTION) in longctx_hard.PASSKEY_TEMPLATES
+  # No training document holds a held-out needle or question phrase, filler sentence or the
+  # instruction (the key phrase of each template is enough to tell).
+  text = "".join(tokenizer.decode(d["tokens"]) for d in documents(os.path.join(built, "train")))
+  phrases = [q.rsplit("?", 1)[1].strip() for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES]
+  phrases += list(eval_tasks.PASSKEY_HELDOUT_FILLER) + [eval_tasks.PASSKEY_HELDOUT_INSTRUCTION]
+  for phrase in phrases:
+    assert phrase not in text, phrase
+
+
+def test_generated_passkey_phrasings_are_solvable_and_not_held_out(tmp_path, tokenizer_path,
+                                                                  tokenizer):
+  from jaxlm import eval_tasks  # pylint: disable=import-outside-toplevel
+  out = build(tmp_path / "gen", tokenizer_path, "--max_doc_tokens", "512", "--tasks", "passkey",
+              "--passkey_phrasings", "generated", "--min_distance", "16", train=512 * 30,
+              val=512)
+  infos = read_jsonl(os.path.join(out, "train_documents.jsonl"))
+  questions = set()
+  for info, doc in zip(infos, documents(os.path.join(out, "train"))):
+    (s, e), = weighted_runs(doc["tokens"], doc["weights"] - 1)
+    prompt = tokenizer.decode(doc["tokens"][1:s])
+    assert longctx_hard.solve_from_text("passkey", prompt) == tokenizer.decode(
+        doc["tokens"][s:e]).strip()
+    questions.add(prompt[prompt.rindex("\n") + 1:])
+  assert len(questions) >= 20  # many phrasings, not a few sentences
+  held = {q for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES}
+  assert not questions & held
+  text = "".join(tokenizer.decode(d["tokens"]) for d in documents(os.path.join(out, "train")))
+  for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES:
+    assert q.rsplit("?", 1)[1].strip() not in text

@@ -190,3 +190,38 @@ def test_same_seed_same_bytes_any_worker_count(tmp_path, tokenizer_path):
   c = build(tmp_path / "c", tokenizer_path, "--glaive", glaive, seed=3)
   assert tree_digest(a) == tree_digest(b)
   assert tree_digest(a) != tree_digest(c)
+
+
+def test_eval_offers_only_schemas_training_never_saw(tmp_path, tokenizer_path, tokenizer):
+  out = build(tmp_path / "held", tokenizer_path, "--glaive",
+              fixture("glaive_function_calling_v2_sample.json"))
+  held = set(tool_synth.HELDOUT_FUNCTIONS)
+  assert read_report(out)["heldout_functions"] == sorted(held, key=tool_synth.HELDOUT_FUNCTIONS.index)
+  seen_in_training = set()
+  for split in ("train", "val"):
+    for _, text in conversations(os.path.join(out, split), tokenizer):
+      for block in re.findall(r"<tools>(.*?)</tools>", text, re.S):
+        seen_in_training.update(t["name"] for t in json.loads(block))
+      for name in held:
+        assert name not in text  # not in a schema, a call or anywhere else
+  assert seen_in_training and not seen_in_training & held
+  rows = read_jsonl(os.path.join(out, "eval.jsonl"))
+  offered = {t["name"] for r in rows for t in r["tools"]}
+  assert offered and offered <= held
+  assert {r["expected_name"] for r in rows if r["expected"] == "call"} <= held
+  train_schemas = {json.dumps(f.schema(), sort_keys=True) for f in tool_synth.LIBRARY
+                   if f.name in seen_in_training}
+  assert not {json.dumps(t, sort_keys=True) for r in rows for t in r["tools"]} & train_schemas
+  # eval_seen.jsonl: the same kind of prompts on the training schemas, for comparison.
+  seen_rows = read_jsonl(os.path.join(out, "eval_seen.jsonl"))
+  assert len(seen_rows) == 30
+  assert {t["name"] for r in seen_rows for t in r["tools"]} <= seen_in_training | {
+      f.name for f in tool_synth.LIBRARY if f.name not in held}
+  assert not {t["name"] for r in seen_rows for t in r["tools"]} & held
+
+
+def test_heldout_functions_flag(tmp_path, tokenizer_path):
+  with pytest.raises(SystemExit, match="unknown function"):
+    bu.run_main(lambda: build(tmp_path / "bad", tokenizer_path, "--heldout_functions", "nope"))
+  out = build(tmp_path / "none", tokenizer_path, "--heldout_functions", "")
+  assert read_report(out)["heldout_functions"] == []

@@ -336,12 +336,10 @@ def seq_len_of(args, phase: str) -> int:
 
 
 def flops_per_token(args, seq_len: int) -> float:
-  """Training FLOPs per token: 6 x params in matmuls, plus causal attention (halved)."""
-  m = MODELS[args.model]
-  attention = 2 * m["d_model"] * m["head_dim"] * (m["n_heads"] + m["n_kv_heads"])
-  per_layer = attention + 3 * m["d_model"] * m["mlp_dim"]
-  matmul_params = m["n_layers"] * per_layer + m["d_model"] * args.vocab_size
-  return 6 * matmul_params + 6 * m["n_layers"] * m["n_heads"] * m["head_dim"] * seq_len
+  """Training FLOPs per token: jaxlm.model's formula, attention halved for causality."""
+  from jaxlm import model as model_lib  # pylint: disable=import-outside-toplevel
+  config = model_lib.model_config({**MODELS[args.model], "vocab_size": args.vocab_size})
+  return model_lib.flops_per_token(config, seq_len, causal=True)
 
 
 def source_tokens(tokens: float, document_tokens: int) -> int:
@@ -846,7 +844,14 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
+  # --scale cpu: the same plan at L = 128 -> 512 on 2 CPU cores (experiments/bridge/cpu.py).
+  scale = argparse.ArgumentParser(add_help=False)
+  scale.add_argument("--scale", choices=("gpu", "cpu"), default="gpu")
+  known, rest = scale.parse_known_args(sys.argv[1:] if argv is None else argv)
+  if known.scale == "cpu":
+    from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+    return cpu.main(rest)
+  args = parse_args(rest)
   if args.chat_probe:
     if not args.chat_tokenizer or not args.chat_out:
       sys.exit("--chat_probe needs --chat_tokenizer and --chat_out")

@@ -1,0 +1,754 @@
+r"""The plan at a scale 2 CPU cores can run: L = 128 -> 4L = 512, with controls (issue 16).
+
+  python -m experiments.bridge.run --scale cpu            # = python -m experiments.bridge.cpu
+  python -m experiments.bridge.cpu --seed 1               # the second seed (same data)
+  python -m experiments.bridge.cpu --controls all         # + the three phase2_5 controls
+  python -m experiments.bridge.cpu --controls no_rope --skip_main   # one control, later
+  python -m experiments.bridge.cpu --smoke                # tiny: checks the machinery (tests)
+
+Every stage is one of the project's own commands (run as a subprocess; experiments.bridge.run
+supplies the stage runner, the interleave command and the chat probe):
+
+  data      data_pipeline.tokenizer (2048 pieces, the quickstart's corpus); code_stream on part
+            of the standard library; longctx_hard at L (dense short-range retrieval: every task
+            that fits 128-token documents, distances from 8) and at 4L (full window); tool_synth
+            at 4L (four schemas held out of training: its eval.jsonl asks only them); sft
+            (generated stdlib chats + fixture chats ~90%, glaive tool chats ~10%); interleave:
+  phase2a   L, from scratch, the retrieval-dense warm-up (no code, --phase2a_code 0):
+            longctx_tiny 0.5 (passkey, multi_query and copy_span documents of 128 tokens whose
+            answer is 2-24 tokens after its information: what makes retrieval click, see
+            NOTES.md) + longctx_short 0.5 (the same tasks, distances 8 to ~110)
+  phase2    L, params-only from phase2a: code 0.5 + longctx_short 0.5
+  phase2_5  4L, params-only from phase2: phase2 replay 0.5 + tools 0.25 + longctx 4L 0.25,
+            RoPE base 10k -> --bridge_rope_theta (default 44k, see ROPE below)
+  phase3    4L, params-only from phase2_5's best: code 0.10 + phase2 0.15 + longctx 4L 0.50 +
+            sft 0.25
+  evals     after every phase: jaxlm.eval --suite passkey,passkey_heldout,tools,val at
+            --eval_lengths (96 = the shortest prompt that holds the Landmark passkey's
+            instruction, needle and question; L, 2L, 4L, and 8L for extrapolation) x depths;
+            tools = held-out schemas; val = the phase2 mix at L (replay). From phase2_5 on a
+            second call: tools on the training schemas and val on the phase3 mix (SFT part).
+            A few greedy chat replies after every phase.
+  controls  (--controls) phase2_5 again from the same phase2 checkpoint, same data and steps,
+            one change each: no_rope (base stays 10k), linear_pi (base 10k, positions / 4),
+            replay_for_longctx (the longctx quarter replaced by phase2 replay), each evaluated.
+
+ROPE: the bridge raises the base by the NTK-aware rule base' = base * s^(d/(d-2)) (s = 4, head
+dim d = 32): 10k * 4^(32/30) = 43.9k, rounded to 44k. Its slowest dimension then turns through
+the same angle over 4L positions as the old base did over L, while the fastest (local)
+dimensions barely move, so what phase2 learned about short-range positions survives. The GPU
+bridge's 500k (2k -> 8k) is the same idea taken further; --bridge_rope_theta 500000 tries it.
+
+Output (--out_dir, default experiments/bridge/cpu): results.json (every run so far, keyed
+seed/variant, merged across invocations), RESULTS.md (tables), loss_curves.png,
+accuracy_by_length.png, retrieval_curve.png. Data, checkpoints and logs (bridge.log with
+every command's output) go to --workdir (default runs/bridge_cpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import sysconfig
+import time
+from typing import Any, Sequence
+
+from experiments.bridge import report
+from experiments.bridge import run as gpu
+
+REPO = gpu.REPO
+FIXTURES = gpu.FIXTURES
+PHASES = ("phase2a", "phase2", "phase2_5", "phase3")
+EVAL_PHASES = ("phase2", "phase2_5", "phase3")
+CONTROLS = ("no_rope", "linear_pi", "replay_for_longctx")
+CHAT_PROMPTS = gpu.CHAT_PROMPTS[:3]
+
+# Targets of issue 16 (fractions).
+TARGET_PHASE2 = 0.90  # retrieval at <= L after phase2
+TARGET_BRIDGE = 0.95  # held-out passkey at every length <= 4L after phase2_5
+TARGET_TOOLS = 0.90  # valid calls on held-out schemas after phase2_5
+REPLAY_RATIO = 1.02  # phase2-mix val loss after phase2_5 / after phase2
+HOLD = 0.02  # phase3 within 2 points of phase2_5
+
+CPU_PROFILE = dict(
+    d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384,
+    vocab_size=2048, short_len=128, long_len=512, rows_short=32, rows_long=8,
+    # Try 3 of NOTES.md (~45 minutes on 2 shared cores): the copying circuit forms late in
+    # phase2a from scratch; phase2..3 are short to fit the budget.
+    phase2a_steps=1200, phase2_steps=150, phase2_5_steps=100, phase3_steps=60,
+    lr_phase2a=3e-3, lr_phase2=2e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
+    warmup_phase2a=50, warmup_phase2=20, warmup_phase2_5=15, warmup_phase3=10,
+    val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="96,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=4,
+    tools_records=24, chat_max_new_tokens=32, curve_records=48, curve_phases="phase2a", code_input="", filler_chars=1_000_000,
+    stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
+    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
+    tiny_distance=24, passkey_phrasings="both",
+)
+SMOKE_PROFILE = dict(
+    d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
+    vocab_size=1024, short_len=128, long_len=256, rows_short=2, rows_long=1,
+    phase2a_steps=2, phase2_steps=2, phase2_5_steps=2, phase3_steps=2,
+    lr_phase2a=1e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=1e-3,
+    warmup_phase2a=1, warmup_phase2=1, warmup_phase2_5=1, warmup_phase3=1,
+    val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
+    tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
+    stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
+    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
+    tiny_distance=24, passkey_phrasings="both",
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--smoke", action="store_true", help="tiny everything: checks the machinery")
+  p.add_argument("--seed", type=int, default=0, help="model init and data order (same data)")
+  p.add_argument("--controls", default="", help=f"comma list from {CONTROLS}, or 'all'")
+  p.add_argument("--skip_main", action="store_true",
+                 help="reuse this seed's finished main chain (data, phase2) for --controls")
+  p.add_argument("--out_dir", default=None)
+  p.add_argument("--workdir", default=None)
+  p.add_argument("--bridge_rope_theta", type=float, default=44_000.0)
+  p.add_argument("--variant_name", default="main",
+                 help="name of this main chain in results.json (e.g. theta500k)")
+  for name, value in CPU_PROFILE.items():
+    p.add_argument(f"--{name}", type=type(value), default=None)
+  # phase2a_code: share of code in phase2a; phase2a_tiny: share of longctx_tiny (the same
+  # tasks with distances of 2..tiny_distance tokens); the rest is longctx_short. short_tasks:
+  # the longctx_hard tasks of the 128-token documents (what does not fit is left out).
+  args = p.parse_args(argv)
+  profile = SMOKE_PROFILE if args.smoke else CPU_PROFILE
+  for key, value in profile.items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
+  if args.out_dir is None:
+    args.out_dir = os.path.join(REPO, "runs", "bridge_cpu_smoke", "out") if args.smoke else \
+        os.path.join(REPO, "experiments", "bridge", "cpu")
+  if args.workdir is None:
+    args.workdir = os.path.join(REPO, "runs", "bridge_cpu_smoke" if args.smoke else "bridge_cpu")
+  args.out_dir, args.workdir = os.path.abspath(args.out_dir), os.path.abspath(args.workdir)
+  controls = CONTROLS if args.controls == "all" else tuple(
+      c for c in args.controls.split(",") if c)
+  bad = sorted(set(controls) - set(CONTROLS))
+  if bad:
+    p.error(f"--controls: unknown {bad}; choose from {CONTROLS} or 'all'")
+  args.control_list = controls
+  args.lengths = [int(x) for x in args.eval_lengths.split(",")]
+  return args
+
+
+# ------------------------------------------------------------------------------ paths
+
+
+class Paths:
+  def __init__(self, args):
+    self.work = args.workdir
+    self.data = os.path.join(self.work, "data")
+    self.shards = os.path.join(self.data, "shards")
+    self.tokenizer_prefix = os.path.join(self.data, "tokenizer", "bridge_cpu")
+    self.tokenizer = self.tokenizer_prefix + ".model"
+    self.run = os.path.join(self.work, f"seed{args.seed}")
+
+  def shard(self, name: str) -> str:
+    return os.path.join(self.shards, name)
+
+  def final(self, phase: str, variant: str = "main") -> str:
+    return os.path.join(self.run, "models", f"{phase}{_suffix(variant)}_final")
+
+  def workdir(self, phase: str, variant: str = "main") -> str:
+    return os.path.join(self.run, "workdirs", f"{phase}{_suffix(variant)}")
+
+  def eval_json(self, phase: str, variant: str, part: str) -> str:
+    return os.path.join(self.run, "evals", f"{phase}{_suffix(variant)}_{part}.json")
+
+
+def _suffix(variant: str) -> str:
+  return "" if variant == "main" else f"_{variant}"
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
+  """(name, command) of every data stage, in order (2 cores: one at a time)."""
+  py, w = gpu.py, args.builder_workers
+  tok = ["--tokenizer", paths.tokenizer, "--overwrite", "--quiet"]
+  L, L4 = args.short_len, args.long_len
+  steps_tokens = {p: getattr(args, f"{p}_steps") * _rows(args, p) * _seq(args, p) * 1.1
+                  for p in PHASES}
+  n2a, n2, n25, n3 = (steps_tokens[p] for p in PHASES)
+  val = 4 * L4 if args.smoke else max(32 * L4, 16384)
+  corpus = os.path.join(paths.data, "tokenizer_corpus.txt")
+  chats = os.path.join(paths.data, "stdlib_chats.jsonl")
+  stdlib = sysconfig.get_paths()["stdlib"]
+  code_input = os.path.join(stdlib, args.code_input) if args.code_input else stdlib
+  longctx = ["--answer_weight", args.answer_weight, "--filler_chars", args.filler_chars,
+             "--num_workers", w, "--passkey_phrasings", args.passkey_phrasings]
+  # Controls replace longctx by replay in phase2_5: every mix is cut from the same sources.
+  replay_tokens = max(0.5 * n2 + 0.5 * n25 + 0.15 * n3, 0.75 * n25)
+  stages = [
+      ("tokenizer_corpus", gpu.py_call(
+          f"from experiments import quickstart; quickstart.tokenizer_corpus({corpus!r})")),
+      ("tokenizer", py("data_pipeline.tokenizer", "--input", corpus, "--vocab_size",
+                       args.vocab_size, "--model_prefix", paths.tokenizer_prefix)),
+      ("code", py("data_pipeline.code_stream", "--input", code_input, "--out_dir",
+                  paths.shard("code"), "--val_fraction", 0.02 if not args.smoke else 0.3,
+                  "--num_workers", w, *tok)),
+      ("longctx_short", py(
+          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
+          "--seq_len", L, "--max_doc_tokens", L, "--min_distance", args.min_distance,
+          "--tasks", args.short_tasks,
+          "--target_train_tokens", int((1 - args.phase2a_code - args.phase2a_tiny) * n2a
+                                       + 0.5 * replay_tokens) + 4 * L,
+          "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
+      ("longctx_tiny", py(
+          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_tiny"),
+          "--seq_len", L, "--max_doc_tokens", L, "--min_distance", 2,
+          "--max_distance", args.tiny_distance, "--tasks", args.short_tasks,
+          "--target_train_tokens", int(args.phase2a_tiny * n2a) + 4 * L,
+          "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
+      ("longctx_long", py(
+          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
+          "--seq_len", L4, "--min_distance", args.min_distance,
+          "--target_train_tokens", int(0.25 * n25 + 0.5 * n3) + 4 * L4,
+          "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
+      ("tools", py(
+          "data_pipeline.tool_synth", "--out_dir", paths.shard("tools"), "--seq_len", L4,
+          "--glaive", os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json"),
+          "--hermes", os.path.join(FIXTURES, "hermes_function_calling_v1_sample.json"),
+          "--target_train_tokens", int(0.25 * n25) + 4 * L4, "--target_val_tokens", val,
+          "--eval_examples", 4 * args.tools_records, "--num_workers", w, *tok)),
+      ("stdlib_chats", gpu.py_call(
+          f"from experiments import quickstart; quickstart.stdlib_chats({chats!r}, "
+          f"limit={args.stdlib_chats})")),
+      ("sft", py(
+          "data_pipeline.sft", "--out_dir", paths.shard("sft"), "--seq_len", L4,
+          "--source", f"stdlib_chat={chats}:0.6",
+          "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.15",
+          "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet")
+          + ":0.15",
+          "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json")
+          + ":0.1",
+          "--target_train_tokens", int(0.25 * n3) + 4 * L4, "--target_val_tokens", val,
+          "--val_fraction", 0.1, *tok)),
+      ("mix_phase2a", _interleave(paths, "phase2a_mixed", L, n2a, val, [
+          (name, name, share) for name, share in (
+              ("longctx_short", 1.0 - args.phase2a_code - args.phase2a_tiny),
+              ("longctx_tiny", args.phase2a_tiny), ("code", args.phase2a_code)) if share > 0])),
+      ("mix_phase2", _interleave(paths, "phase2_mixed", L, replay_tokens, val, [
+          ("code", "code", 0.5), ("longctx_short", "longctx_short", 0.5)])),
+      ("mix_phase2_5", _interleave(paths, "phase2_5_mixed", L4, n25, val, [
+          ("phase2", "phase2_mixed", 0.5), ("tools", "tools", 0.25),
+          ("longctx", "longctx_long", 0.25)])),
+      ("mix_phase2_5_replay", _interleave(paths, "phase2_5_replay_mixed", L4, n25, val, [
+          ("phase2", "phase2_mixed", 0.75), ("tools", "tools", 0.25)])),
+      ("mix_phase3", _interleave(paths, "phase3_mixed", L4, n3, val, [
+          ("phase1", "code", 0.10), ("phase2", "phase2_mixed", 0.15),
+          ("longctx", "longctx_long", 0.50), ("sft", "sft", 0.25)])),
+  ]
+  return stages
+
+
+def _interleave(paths, out, block, train_tokens, val_tokens, sources):
+  flags_ = sum([["--source", f"{name}={paths.shard(src)}:{w}"] for name, src, w in sources], [])
+  return gpu.py("data_pipeline.interleave", "--out_dir", paths.shard(out), "--block_tokens",
+                block, "--target_train_tokens", max(int(train_tokens), 4 * block),
+                "--target_val_tokens", max(val_tokens, 4 * block), "--allow_repeat",
+                "--overwrite", *flags_)
+
+
+def _seq(args, phase: str) -> int:
+  return args.short_len if phase in ("phase2a", "phase2") else args.long_len
+
+
+def _rows(args, phase: str) -> int:
+  return args.rows_short if phase in ("phase2a", "phase2") else args.rows_long
+
+
+def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str]:
+  seq, steps = _seq(args, phase), getattr(args, f"{phase}_steps")
+  mix = {"phase2_5": "phase2_5_replay_mixed" if variant == "replay_for_longctx"
+         else "phase2_5_mixed"}.get(phase, f"{phase}_mixed")
+  init_from = {"phase2a": "", "phase2": paths.final("phase2a"),
+               "phase2_5": paths.final("phase2"),
+               "phase3": os.path.join(paths.workdir("phase2_5"), "best")}[phase]
+  config = "configs/phase2.py" if phase in ("phase2a", "phase2") else f"configs/{phase}.py"
+  model = {f"model.{k}": getattr(args, k) for k in
+           ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim")}
+  rope: dict[str, Any] = {"model.rope_theta": 10_000.0, "model.rope_scaling": "none",
+                          "model.rope_scaling_factor": 1.0,
+                          "model.rope_original_max_len": args.short_len}
+  if phase in ("phase2_5", "phase3"):
+    rope["model.rope_theta"] = args.bridge_rope_theta
+    if variant == "no_rope":
+      # No extension at all: the preflight refuses seq_len > rope_original_max_len with the
+      # old base unless the original length says so (that is what this control is).
+      rope.update({"model.rope_theta": 10_000.0, "model.rope_original_max_len": args.long_len})
+    elif variant == "linear_pi":
+      rope.update({"model.rope_theta": 10_000.0, "model.rope_scaling": "linear",
+                   "model.rope_scaling_factor": args.long_len / args.short_len})
+  overrides: dict[str, Any] = {
+      "workdir": paths.workdir(phase, variant), "train_dir": os.path.join(paths.shard(mix), "train"),
+      "val_dir": os.path.join(paths.shard(mix), "val"), "init_from": init_from,
+      "final_dir": paths.final(phase, variant), "tokenizer": paths.tokenizer, "seed": args.seed,
+      "model.vocab_size": args.vocab_size, **model, **rope,
+      "model.compute_dtype": "float32", "model.attention": "auto", "model.remat": "none",
+      "seq_len": seq, "model.max_seq_len": seq, "micro_batch_size": _rows(args, phase),
+      "grad_accum_steps": 1, "total_opt_steps": steps,
+      "val_every_opt": min(args.val_every, steps),
+      "checkpoint_every_opt": min(args.val_every, steps),
+      "val_batches": 4, "val_batch_size": max(1, 2048 // seq) if not args.smoke else 1,
+      "log_every": max(1, min(25, steps)), "optimizer.learning_rate": getattr(args, f"lr_{phase}"),
+      "optimizer.warmup_steps": getattr(args, f"warmup_{phase}"), "optimizer.schedule": "cosine",
+      "optimizer.min_lr_ratio": 0.1, "eval_during_training": True, "tensorboard": False,
+      "keep_latest": 100,  # every validation's checkpoint stays: the retrieval curve reads them
+  }
+  return gpu.py("jaxlm.main", f"--config={config}",
+                *[f"--config.{k}={v}" for k, v in overrides.items()])
+
+
+def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, list[str]]]:
+  ck = paths.final(phase, variant)
+  common = ["--checkpoint", ck, "--tokenizer", paths.tokenizer, "--batch_size", 8,
+            "--max_records", args.tools_records, "--val_batches", 4,
+            "--val_batch_size", 1 if args.smoke else 16]
+  cmds = [("a", gpu.py(
+      "jaxlm.eval", *common, "--suite", "passkey,passkey_heldout,tools,val",
+      "--lengths", args.eval_lengths, "--depths", args.eval_depths,
+      "--samples", args.eval_samples, "--seed", 1000 + args.seed,
+      "--tools_eval", _fitting_tools(args, paths, "eval.jsonl"),
+      "--val_dir", os.path.join(paths.shard("phase2_mixed"), "val"),
+      "--val_seq_len", args.short_len, "--output", paths.eval_json(phase, variant, "a")))]
+  if phase != "phase2":
+    cmds.append(("b", gpu.py(
+        "jaxlm.eval", *common, "--suite", "tools,val",
+        "--tools_eval", _fitting_tools(args, paths, "eval_seen.jsonl"),
+        "--val_dir", os.path.join(paths.shard("phase3_mixed"), "val"),
+        "--val_seq_len", args.long_len, "--val_batch_size", 1 if args.smoke else 4,
+        "--output", paths.eval_json(phase, variant, "b"))))
+  cmds.append(("chat", [sys.executable, "-m", "experiments.bridge.run", "--chat_probe", ck,
+                        "--chat_tokenizer", paths.tokenizer, "--chat_out",
+                        paths.eval_json(phase, variant, "chat"),
+                        "--chat_max_new_tokens", str(args.chat_max_new_tokens)]))
+  return cmds
+
+
+def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
+               ) -> list[tuple[int, list[str]]]:
+  """One jaxlm.eval per kept checkpoint of a phase: held-out passkey at L and the builder's
+  held-out short-range records (the retrieval curve over steps)."""
+  latest = os.path.join(paths.workdir(phase, variant), "latest")
+  steps = sorted(int(d) for d in os.listdir(latest) if d.isdigit()) if os.path.isdir(
+      latest) else []
+  return [(step, gpu.py(
+      "jaxlm.eval", "--checkpoint", os.path.join(latest, str(step)), "--tokenizer",
+      paths.tokenizer, "--suite", "passkey_heldout,longctx", "--lengths", args.short_len,
+      "--depths", "0,0.5,1", "--samples", 4, "--seed", 2000 + args.seed,
+      "--longctx_eval", os.path.join(paths.shard("longctx_short"), "eval.jsonl"),
+      "--max_records", args.curve_records, "--batch_size", 16,
+      "--output", paths.eval_json(phase, variant, f"curve{step:05d}"))) for step in steps]
+
+
+def read_curve(paths: Paths, phase: str, variant: str) -> list[dict]:
+  out = []
+  directory = os.path.dirname(paths.eval_json(phase, variant, "x"))
+  prefix = os.path.basename(paths.eval_json(phase, variant, "curve"))
+  for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+    if name.startswith(prefix) and name.endswith(".json"):
+      r = report.read_json(os.path.join(directory, name))
+      out.append({"step": int(name[len(prefix):-5]),
+                  "heldout_passkey_L": r.get("passkey_heldout", {}).get("accuracy"),
+                  "records": r.get("longctx", {}).get("accuracy"),
+                  "records_by_task": r.get("longctx", {}).get("by_task")})
+  return out
+
+
+def _fitting_tools(args, paths: Paths, name: str) -> str:
+  """The tool prompts that leave room for a reply inside 4L (written beside the original)."""
+  return os.path.join(paths.shard("tools"), f"fit{args.long_len}_{name}")
+
+
+def write_fitting_tools(args, paths: Paths) -> None:
+  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
+  from jaxlm.data.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
+  tok = load_tokenizer(paths.tokenizer)
+  for name in ("eval.jsonl", "eval_seen.jsonl"):
+    rows = report.read_jsonl(os.path.join(paths.shard("tools"), name))
+    keep = [r for r in rows if len(chat_format.encode_prompt(tok, r["messages"], r.get("tools")))
+            <= args.long_len - 128]
+    keep = keep[:args.tools_records] or rows[:1]
+    gpu.write_atomic(_fitting_tools(args, paths, name),
+                     "".join(json.dumps(r) + "\n" for r in keep))
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def _curve(metrics_path: str) -> list[dict]:
+  """Validation records over steps: val loss per source and the trainer's passkey check."""
+  out = []
+  for r in report.read_jsonl(metrics_path):
+    if r.get("kind") == "val":
+      out.append({k: v for k, v in r.items() if k in ("step", "loss") or k.startswith(
+          ("loss/", "eval/"))})
+  return out
+
+
+def _tools_figures(result: dict | None) -> dict | None:
+  if not result:
+    return None
+  return {k: result.get(k) for k in ("valid_call_rate", "call_rate", "right_function_rate",
+                                     "no_call_accuracy", "decision_accuracy", "count_call",
+                                     "count_no_call")}
+
+
+def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) -> dict:
+  t = report.training_summary(os.path.join(paths.workdir(phase, variant), "metrics.jsonl"))
+  rec: dict[str, Any] = {
+      "phase": phase, "variant": variant, "seed": args.seed,
+      "seq_len": _seq(args, phase), "steps": t["steps"] if t else 0,
+      "tokens": (t["steps"] if t else 0) * _rows(args, phase) * _seq(args, phase),
+      "train_wall_s": seconds.get(f"train_{phase}{_suffix(variant)}"),
+      "tokens_per_sec": t["tokens_per_sec"] if t else None,
+      "train_loss": t["train_loss"] if t else None,
+      "val_loss": t["val_loss"] if t else None,
+      "val_loss_by_source": t["val_loss_by_source"] if t else {},
+      "curve": _curve(os.path.join(paths.workdir(phase, variant), "metrics.jsonl")),
+      "retrieval_curve": read_curve(paths, phase, variant),
+  }
+  a_path, b_path = (paths.eval_json(phase, variant, x) for x in ("a", "b"))
+  if os.path.exists(a_path):
+    a = report.read_json(a_path)
+    rec["passkey_by_length"] = a.get("passkey", {}).get("by_length")
+    rec["passkey_by_length_depth"] = a.get("passkey", {}).get("by_length_depth")
+    rec["heldout_by_length"] = a.get("passkey_heldout", {}).get("by_length")
+    rec["heldout_by_length_depth"] = a.get("passkey_heldout", {}).get("by_length_depth")
+    rec["heldout_samples"] = [
+        {k: r[k] for k in ("length", "depth", "references", "output")}
+        for r in a.get("passkey_heldout", {}).get("records", [])[:4]]
+    rec["tools_heldout"] = _tools_figures(a.get("tools"))
+    rec["tools_heldout_outputs"] = [r["output"] for r in a.get("tools", {}).get("records", [])
+                                    if r["expected"] == "call"][:2]
+    rec["replay_val"] = a.get("val", {}).get("by_source")
+    rec["replay_val_loss"] = a.get("val", {}).get("loss")
+    rec["eval_wall_s"] = seconds.get(f"eval_{phase}{_suffix(variant)}_a")
+  if os.path.exists(b_path):
+    b = report.read_json(b_path)
+    rec["tools_seen"] = _tools_figures(b.get("tools"))
+    rec["phase3_mix_val"] = b.get("val", {}).get("by_source")
+  chat = paths.eval_json(phase, variant, "chat")
+  if os.path.exists(chat):
+    rec["chat"] = report.read_json(chat)
+  return rec
+
+
+def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
+  """The issue's targets per seed (main chain), PASS / FAIL / MISSING."""
+  out = []
+  for key, run in sorted(runs.items()):
+    if not key.endswith("/main"):
+      continue
+    ph = run.get("phases", {})
+
+    def rows(name, phase, fig, within, threshold):
+      values = (ph.get(phase) or {}).get(fig) or {}
+      got = [values.get(str(n)) for n in lengths if n <= within]
+      got = [g for g in got if g is not None]
+      value = min(got) if got else None
+      out.append({"run": key, "target": name, "value": value, "threshold": threshold,
+                  "status": "MISSING" if value is None else
+                  "PASS" if value >= threshold else "FAIL"})
+
+    rows(f"phase2: passkey (train format) >= 90% at every length <= L={L}", "phase2",
+         "passkey_by_length", L, TARGET_PHASE2)
+    rows(f"phase2: held-out passkey >= 90% at every length <= L={L}", "phase2",
+         "heldout_by_length", L, TARGET_PHASE2)
+    rows(f"phase2_5: held-out passkey >= 95% at every length <= 4L={L4}", "phase2_5",
+         "heldout_by_length", L4, TARGET_BRIDGE)
+    tools = ((ph.get("phase2_5") or {}).get("tools_heldout") or {}).get("valid_call_rate")
+    out.append({"run": key, "target": "phase2_5: tool-call validity >= 90% (held-out schemas)",
+                "value": tools, "threshold": TARGET_TOOLS,
+                "status": "MISSING" if tools is None else "PASS" if tools >= TARGET_TOOLS
+                else "FAIL"})
+    a, b = ((ph.get(p) or {}).get("replay_val_loss") for p in ("phase2", "phase2_5"))
+    ratio = b / a if a and b else None
+    out.append({"run": key, "target": "phase2_5: phase2-replay val loss <= 1.02 x phase2's",
+                "value": ratio, "threshold": REPLAY_RATIO,
+                "status": "MISSING" if ratio is None else "PASS" if ratio <= REPLAY_RATIO
+                else "FAIL"})
+    p25, p3 = ph.get("phase2_5") or {}, ph.get("phase3") or {}
+    for fig, name in (("heldout_by_length", "held-out passkey"),):
+      d = [(p3.get(fig) or {}).get(str(n), None) for n in lengths if n <= L4]
+      e = [(p25.get(fig) or {}).get(str(n), None) for n in lengths if n <= L4]
+      diffs = [x - y for x, y in zip(d, e) if x is not None and y is not None]
+      value = min(diffs) if diffs else None
+      out.append({"run": key, "target": f"phase3: {name} within 2 points of phase2_5 (min "
+                  "difference over lengths <= 4L)", "value": value, "threshold": -HOLD,
+                  "status": "MISSING" if value is None else "PASS" if value >= -HOLD
+                  else "FAIL"})
+    t25 = (p25.get("tools_heldout") or {}).get("valid_call_rate")
+    t3 = (p3.get("tools_heldout") or {}).get("valid_call_rate")
+    diff = t3 - t25 if t25 is not None and t3 is not None else None
+    out.append({"run": key, "target": "phase3: tool validity within 2 points of phase2_5",
+                "value": diff, "threshold": -HOLD,
+                "status": "MISSING" if diff is None else "PASS" if diff >= -HOLD else "FAIL"})
+    s25 = (p25.get("phase3_mix_val") or {}).get("sft")
+    s3 = (p3.get("phase3_mix_val") or {}).get("sft")
+    down = s3 - s25 if s25 is not None and s3 is not None else None
+    out.append({"run": key, "target": "phase3: SFT val loss down (phase3 - phase2_5)",
+                "value": down, "threshold": 0.0,
+                "status": "MISSING" if down is None else "PASS" if down < 0 else "FAIL"})
+  return out
+
+
+def _pct(x) -> str:
+  return "-" if x is None else f"{100 * x:.0f}"
+
+
+def format_markdown(results: dict) -> str:
+  lengths = results["settings"]["lengths"]
+  lines = ["# CPU bridge results (written by experiments/bridge/cpu.py)", "",
+           f"Updated {results['updated']}. Machine: {results['device']}. "
+           f"L = {results['settings']['short_len']}, 4L = {results['settings']['long_len']}.",
+           "", "## Targets", "", "| run | target | value | status |", "|---|---|---|---|"]
+  for t in results["targets"]:
+    v = "-" if t["value"] is None else f"{t['value']:.3f}"
+    lines.append(f"| {t['run']} | {t['target']} | {v} | {t['status']} |")
+  lines += ["", "## Retrieval by length (held-out phrasing / training format, % correct)", "",
+            "| run | phase | steps | tokens | train s | " + " | ".join(
+                f"{n}" for n in lengths) + " | tools valid held-out / seen | replay val |",
+            "|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|"]
+  for key, run in sorted(results["runs"].items()):
+    for phase, rec in run.get("phases", {}).items():
+      h, t = rec.get("heldout_by_length") or {}, rec.get("passkey_by_length") or {}
+      cells = [f"{_pct(h.get(str(n)))} / {_pct(t.get(str(n)))}" for n in lengths]
+      th = (rec.get("tools_heldout") or {}).get("valid_call_rate")
+      ts = (rec.get("tools_seen") or {}).get("valid_call_rate")
+      rv = rec.get("replay_val_loss")
+      lines.append(f"| {key} | {phase} | {rec.get('steps')} | {rec.get('tokens')} | "
+                   f"{rec.get('train_wall_s') or '-'} | " + " | ".join(cells) +
+                   f" | {_pct(th)} / {_pct(ts)} | {'-' if rv is None else f'{rv:.3f}'} |")
+  lines += ["", "## Val loss per source (each trainer's last validation on its own mix)", ""]
+  for key, run in sorted(results["runs"].items()):
+    for phase, rec in run.get("phases", {}).items():
+      src = ", ".join(f"{k} {v:.3f}" for k, v in sorted((rec.get("val_loss_by_source")
+                                                         or {}).items()))
+      lines.append(f"- {key} {phase}: {src or '-'}")
+  lines += ["", "## Chat replies (greedy)", ""]
+  for key, run in sorted(results["runs"].items()):
+    for phase, rec in run.get("phases", {}).items():
+      for c in (rec.get("chat") or [])[:3]:
+        lines.append(f"- {key} {phase}: {c['prompt']!r} -> {c['reply']!r} [{c['ended_with']}]")
+  lines += ["", "## Commands and wall times", ""]
+  for key, run in sorted(results["runs"].items()):
+    lines.append(f"- {key}: `{run.get('command')}` ({run.get('wall_time_s')} s)")
+    for s in run.get("stages", []):
+      lines.append(f"  - {s['name']}: {s['status']}, {s['seconds']} s")
+  return "\n".join(lines) + "\n"
+
+
+def plots(results: dict, out_dir: str) -> list[str]:
+  """loss_curves.png, accuracy_by_length.png, retrieval_curve.png; [] without matplotlib."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return []
+  written = []
+  runs = results["runs"]
+  # Loss curves per source across the phases of each main chain (steps laid end to end).
+  fig, ax = plt.subplots(figsize=(9, 5))
+  for key, run in sorted(runs.items()):
+    if not key.endswith("/main"):
+      continue
+    offset = 0
+    for phase in PHASES:
+      rec = run.get("phases", {}).get(phase)
+      if not rec:
+        continue
+      for source in sorted({k for c in rec["curve"] for k in c if k.startswith("loss/")}):
+        xs = [offset + c["step"] for c in rec["curve"] if source in c]
+        ys = [c[source] for c in rec["curve"] if source in c]
+        ax.plot(xs, ys, marker=".", label=f"{key.split('/')[0]} {phase} {source[5:]}")
+      ax.axvline(offset, color="grey", lw=0.5)
+      offset += rec["steps"]
+  ax.set_xlabel("optimizer step (phases end to end)")
+  ax.set_ylabel("val loss (nats/token)")
+  ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "loss_curves.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  written.append(path)
+  # Accuracy by length per phase and control.
+  lengths = results["settings"]["lengths"]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+  for ax, fig_key, title in ((axes[0], "heldout_by_length", "held-out phrasing"),
+                             (axes[1], "passkey_by_length", "training format")):
+    for key, run in sorted(runs.items()):
+      for phase, rec in run.get("phases", {}).items():
+        vals = rec.get(fig_key) or {}
+        if vals:
+          ax.plot(lengths, [vals.get(str(n)) for n in lengths], marker="o",
+                  label=f"{key} {phase}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.axvline(results["settings"]["short_len"], color="grey", ls=":")
+    ax.axvline(results["settings"]["long_len"], color="grey", ls="--")
+    ax.set_title(f"passkey accuracy, {title}")
+    ax.set_xlabel("prompt length (tokens); dotted L, dashed 4L")
+  axes[0].set_ylabel("accuracy")
+  axes[0].legend(fontsize=6)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "accuracy_by_length.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  written.append(path)
+  # Retrieval over steps: the trainers' passkey check at each validation (lines), and the
+  # held-out passkey at L / the builder's held-out records at each kept checkpoint (markers).
+  fig, ax = plt.subplots(figsize=(8, 4))
+  for key, run in sorted(runs.items()):
+    for phase in PHASES:
+      rec = run.get("phases", {}).get(phase) or {}
+      base = _main_offset(runs, key, phase)
+      pts = rec.get("retrieval_curve") or []
+      for fig_key, style in (("heldout_passkey_L", "s--"), ("records", "^:")):
+        xs = [base + p["step"] for p in pts if p.get(fig_key) is not None]
+        ys = [p[fig_key] for p in pts if p.get(fig_key) is not None]
+        if xs:
+          ax.plot(xs, ys, style, label=f"{key} {phase} {fig_key}")
+  for key, run in sorted(runs.items()):
+    offset = 0
+    for phase in PHASES:
+      rec = run.get("phases", {}).get(phase)
+      if not rec:
+        continue
+      if key.endswith("/main") or phase == "phase2_5":
+        base = offset if key.endswith("/main") else _main_offset(runs, key, phase)
+        xs = [base + c["step"] for c in rec["curve"] if "eval/passkey" in c]
+        ys = [c["eval/passkey"] for c in rec["curve"] if "eval/passkey" in c]
+        ax.plot(xs, ys, marker="o", label=f"{key} {phase}")
+      offset += rec["steps"]
+  ax.set_xlabel("optimizer step (phases end to end)")
+  ax.set_ylabel("passkey accuracy (trainer's check)")
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "retrieval_curve.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  written.append(path)
+  return written
+
+
+def _main_offset(runs: dict, key: str, phase: str) -> int:
+  main = runs.get(key.split("/")[0] + "/main", {}).get("phases", {})
+  return sum((main.get(p) or {}).get("steps", 0) for p in PHASES[:PHASES.index(phase)])
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+class CpuRun:
+  def __init__(self, args):
+    self.args, self.paths = args, Paths(args)
+    self.start = time.time()
+    os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(self.paths.run, exist_ok=True)
+    os.makedirs(os.path.join(self.paths.run, "evals"), exist_ok=True)
+    os.makedirs(self.paths.shards, exist_ok=True)
+    # Every command's output: runs/bridge_cpu/seed<N>/bridge.log (and logs/<stage>.log).
+    self.runner = gpu.StageRunner(self.paths.run, os.path.join(self.paths.run, "bridge.log"),
+                                  None, self.start, lambda: None)
+    self.seconds: dict[str, float] = {}
+    self.env = {"JAX_COMPILATION_CACHE_DIR": os.path.join(args.workdir, "jax_cache"),
+                "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if args.smoke:
+      self.env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
+
+  def stage(self, name: str, command: Sequence[str]) -> bool:
+    stage = self.runner.run(name, command, self.env)
+    self.seconds[name] = stage.seconds
+    return stage.status == "ok"
+
+  def train(self, phase: str, variant: str = "main") -> bool:
+    for d in (self.paths.workdir(phase, variant), self.paths.final(phase, variant)):
+      shutil.rmtree(d, ignore_errors=True)
+    return self.stage(f"train_{phase}{_suffix(variant)}",
+                      train_cmd(self.args, self.paths, phase, variant))
+
+  def evaluate(self, phase: str, variant: str = "main") -> None:
+    for part, cmd in eval_cmds(self.args, self.paths, phase, variant):
+      self.stage(f"eval_{phase}{_suffix(variant)}_{part}", cmd)
+
+  def record(self, key: str, phases: Sequence[tuple[str, str]]) -> None:
+    """Merges this invocation's runs into out_dir/results.json and rewrites the reports."""
+    args = self.args
+    path = os.path.join(args.out_dir, "results.json")
+    results = report.read_json(path) if os.path.exists(path) else {"runs": {}}
+    run = results["runs"].get(key, {"phases": {}})
+    for phase, variant in phases:
+      run["phases"][phase] = phase_record(args, self.paths, phase, variant, self.seconds)
+    with self.runner.lock:
+      run["stages"] = [{"name": s.name, "status": s.status, "seconds": s.seconds,
+                        "command": s.command} for s in self.runner.stages]
+    run["command"] = shlex.join(["python", "-m", "experiments.bridge.cpu", *sys.argv[1:]]) \
+        if sys.argv[0].endswith("cpu.py") else shlex.join(["python", "-m",
+                                                           "experiments.bridge.run",
+                                                           *sys.argv[1:]])
+    run["wall_time_s"] = round(time.time() - self.start, 1)
+    run["seed"] = args.seed
+    results["runs"][key] = run
+    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("control_list",)}
+    results["device"] = f"CPU ({os.cpu_count()} cores): " + gpu.device_description()
+    results["updated"] = gpu._stamp()  # pylint: disable=protected-access
+    results["targets"] = judge(results["runs"], args.lengths, args.short_len, args.long_len)
+    gpu.write_atomic(path, json.dumps(results, indent=1) + "\n")
+    gpu.write_atomic(os.path.join(args.out_dir, "RESULTS.md"), format_markdown(results))
+    plots(results, args.out_dir)
+
+  def main(self) -> int:
+    args, paths = self.args, self.paths
+    key = f"seed{args.seed}/{args.variant_name}"
+    ok = True
+    if not args.skip_main:
+      if not os.path.exists(os.path.join(paths.shard("mix_done"))):
+        for name, cmd in data_stages(args, paths):
+          if not self.stage(name, cmd):
+            return 1
+        write_fitting_tools(args, paths)
+        with open(paths.shard("mix_done"), "w") as f:
+          f.write(gpu._stamp())  # pylint: disable=protected-access
+      done = []
+      for phase in PHASES:
+        if not self.train(phase):
+          ok = False
+          break
+        done.append((phase, "main"))
+        if phase in args.curve_phases.split(","):
+          for step, cmd in curve_cmds(args, paths, phase):
+            self.stage(f"curve_{phase}_{step}", cmd)
+        if phase in args.eval_phases.split(","):
+          self.evaluate(phase)
+        self.record(key, done)
+    for control in args.control_list:
+      if not os.path.isdir(paths.final("phase2")):
+        print(f"control {control}: needs seed {args.seed}'s phase2 ({paths.final('phase2')})")
+        return 1
+      if self.train("phase2_5", control):
+        self.evaluate("phase2_5", control)
+      self.record(f"seed{args.seed}/{control}", [("phase2_5", control)])
+    print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')} "
+          f"({time.time() - self.start:.0f} s)")
+    return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+  return CpuRun(parse_args(argv)).main()
+
+
+if __name__ == "__main__":
+  sys.exit(main())
