@@ -348,9 +348,10 @@ def test_builder_commits_its_extras_with_the_shards(
   monkeypatch.setattr(shards_lib, "atomic_dir_commit", commit)
   out_dir = str(tmp_path / "tools")
   tool_synth.main(_tool_synth_args(out_dir, tokenizer_path))
-  # eval.jsonl and report.json were in the staging dir when it was renamed, and nothing
-  # was added afterwards: a kill can never leave shards without them.
-  assert committed[out_dir] == ["eval.jsonl", "report.json", "train", "val"]
+  # eval.jsonl (held-out schemas), eval_seen.jsonl (training schemas) and report.json were
+  # in the staging dir when it was renamed, and nothing was added afterwards: a kill can
+  # never leave shards without them.
+  assert committed[out_dir] == ["eval.jsonl", "eval_seen.jsonl", "report.json", "train", "val"]
   assert sorted(os.listdir(out_dir)) == committed[out_dir]
 
 
