@@ -2,6 +2,7 @@ r"""The plan end to end at small scale: 2k reasoning core -> 8k bridge -> refine
 
   python -m experiments.bridge.run                  # one H100: ~9 minutes, results in $OUT
   python -m experiments.bridge.run --smoke          # CPU, tiny everything: checks the machinery
+  python -m experiments.bridge.run --scale cpu      # the plan at L=128 -> 512 on 2 CPU cores
 
 Every step is one of the project's own commands, run as a subprocess and recorded:
 
@@ -573,6 +574,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--smoke", action="store_true",
                  help="tiny model, data and step counts, float32: checks the machinery on a CPU")
+  p.add_argument("--scale", choices=("gpu", "cpu"), default="gpu",
+                 help="cpu: the plan at L=128 -> 512 on 2 CPU cores (experiments/bridge/cpu.py; "
+                      "--scale cpu --help lists its flags)")
   p.add_argument("--out_dir", default=None, help="results (default: $OUT if set, else runs/bridge)")
   p.add_argument("--workdir", default=None, help="data, checkpoints, logs "
                  "(default runs/bridge_work, or runs/bridge_smoke with --smoke)")
