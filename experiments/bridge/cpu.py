@@ -226,13 +226,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           f"limit={args.stdlib_chats})")),
       ("sft", py(
           "data_pipeline.sft", "--out_dir", paths.shard("sft"), "--seq_len", L4,
-          "--source", f"stdlib_chat={chats}:0.6",
-          "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.15",
-          "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet")
-          + ":0.15",
-          "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json")
-          + ":0.1",
-          "--target_train_tokens", int(0.25 * n3) + 4 * L4, "--target_val_tokens", val,
+          *gpu.sft_sources(chats), "--target_train_tokens", int(0.25 * n3) + 4 * L4, "--target_val_tokens", val,
           "--val_fraction", 0.1, *tok)),
       ("mix_phase2a", _interleave(paths, "phase2a_mixed", L, n2a, val, [
           (name, name, share) for name, share in (

@@ -343,6 +343,17 @@ def flops_per_token(args, seq_len: int) -> float:
   return model_lib.flops_per_token(config, seq_len, causal=True)
 
 
+def sft_sources(stdlib_chats: str) -> list[str]:
+  """The SFT mix's --source flags: chat 0.9 (generated stdlib chats, OpenHermes, UltraChat)
+  and tool calls 0.1 (glaive), phase 3's generic SFT."""
+  return ["--source", f"stdlib_chat={stdlib_chats}:0.6",
+          "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.15",
+          "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet")
+          + ":0.15",
+          "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json")
+          + ":0.1"]
+
+
 def source_tokens(tokens: float, document_tokens: int) -> int:
   """A source's token target: what its mixes take, and never under a few whole documents
   (the interleaver cuts sources into blocks of a document's length)."""
@@ -407,13 +418,7 @@ def submit_data(jobs: Jobs, args, paths: Paths) -> None:
       f"limit={args.stdlib_chats})"))
   jobs.submit("sft", py(
       "data_pipeline.sft", "--out_dir", paths.shard("sft"), "--seq_len", args.long_len,
-      "--source", f"stdlib_chat={chats}:0.6",
-      "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.15",
-      "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet")
-      + ":0.15",
-      "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json")
-      + ":0.1",
-      "--target_train_tokens", source_tokens(0.25 * n3, args.long_len), "--target_val_tokens", val,
+      *sft_sources(chats), "--target_train_tokens", source_tokens(0.25 * n3, args.long_len), "--target_val_tokens", val,
       "--val_fraction", 0.1, *tok), needs=["tokenizer", "stdlib_chats"])
   jobs.submit("mix_phase2", interleave_cmd(paths, "phase2_mixed", args.mid_len, n2, val, [
       ("code", "code", 0.35), ("longctx_short", "longctx_short", 0.25),
