@@ -438,7 +438,13 @@ def _pseudo_word(rng, used: set, letters: int = 6) -> str:
       return w
 
 
-def _number(rng, used: set, digits_lo=5, digits_hi=7) -> str:
+# Keys vary in length, so a model has to copy where a key ends rather than learn a length:
+# trained on 5-7 digit keys, the CPU bridge's model wrote six digits for every five-digit key
+# of the held-out passkey eval (31968 -> 319688). The eval's keys are 1-50000.
+KEY_DIGITS = (3, 7)
+
+
+def _number(rng, used: set, digits_lo=KEY_DIGITS[0], digits_hi=KEY_DIGITS[1]) -> str:
   while True:
     digits = rng.randint(digits_lo, digits_hi)
     n = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
@@ -493,7 +499,7 @@ class TaskMaker:
       key = f"{rng.choice(_WORDS)}-{rng.choice(_NOUNS)}-{rng.randint(10, 99)}"
       if key not in keys:
         keys.add(key)
-        pairs.append((key, _number(rng, used_vals, 6, 6)))
+        pairs.append((key, _number(rng, used_vals)))
     needles = [Needle(f'\nrecord "{k}" = {v}\n', None) for k, v in pairs]
     needles[0].end_gap = self.distance(rng, 40 * n)
     key, value = pairs[0]
@@ -505,7 +511,7 @@ class TaskMaker:
     n = rng.randint(4, max(4, min(16, (self.length - 200) // 40)))
     q = rng.randint(2, min(4, n))
     names, used_vals = set(), set()
-    pairs = [(_pseudo_word(rng, names).capitalize(), _number(rng, used_vals, 5, 6))
+    pairs = [(_pseudo_word(rng, names).capitalize(), _number(rng, used_vals))
              for _ in range(n)]
     needles = [Needle(f"\nThe code for {name} is {num}.\n", None) for name, num in pairs]
     tail, answers = [], []

@@ -249,7 +249,7 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   results = json.loads((out / "results.json").read_text())
   run = results["runs"]["seed0/main"]
-  assert list(run["phases"]) == ["phase2a", "phase2", "phase2_5", "phase3"]
+  assert list(run["phases"]) == ["phase2a", "phase2b", "phase2", "phase2_5", "phase3"]
   assert all(s["status"] == "ok" for s in run["stages"]), run["stages"]
   p3 = run["phases"]["phase3"]
   assert p3["steps"] == 2 and p3["tokens"] == 2 * 256 and p3["seed"] == 0

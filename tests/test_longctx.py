@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 
 import numpy as np
@@ -212,3 +213,17 @@ def test_generated_passkey_phrasings_are_solvable_and_not_held_out(tmp_path, tok
   text = "".join(tokenizer.decode(d["tokens"]) for d in documents(os.path.join(out, "train")))
   for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES:
     assert q.rsplit("?", 1)[1].strip() not in text
+
+
+def test_keys_vary_in_length_so_the_end_of_a_key_must_be_copied(built):
+  """A model trained on keys of one length learns that length, not where a key ends (the CPU
+  bridge's model wrote 319688 for 31968); the eval's keys (1-50000) are mostly 5 digits."""
+  lengths = set()
+  for row in read_jsonl(os.path.join(built, "eval.jsonl")) + [
+      {"task": "passkey", "answer": longctx_hard._number(random.Random(i), set())}
+      for i in range(200)]:
+    if row["task"] in ("passkey", "multi_query", "kv_retrieval"):
+      lengths.add(len(row["answer"]))
+  lo, hi = longctx_hard.KEY_DIGITS
+  assert lengths == set(range(lo, hi + 1))
+  assert lo <= len(str(50000)) - 1  # shorter and longer keys than the eval's both occur

@@ -4,21 +4,25 @@ r"""The plan at a scale 2 CPU cores can run: L = 128 -> 4L = 512, with controls 
   python -m experiments.bridge.cpu --seed 1               # the second seed (same data)
   python -m experiments.bridge.cpu --controls all         # + the three phase2_5 controls
   python -m experiments.bridge.cpu --controls no_rope --skip_main   # one control, later
+  python -m experiments.bridge.cpu --start_at phase2      # reuse phase2a/2b, train from phase2
   python -m experiments.bridge.cpu --smoke                # tiny: checks the machinery (tests)
 
 Every stage is one of the project's own commands (run as a subprocess; experiments.bridge.run
 supplies the stage runner, the interleave command and the chat probe):
 
   data      data_pipeline.tokenizer (2048 pieces, the quickstart's corpus); code_stream on part
-            of the standard library; longctx_hard at L (dense short-range retrieval: every task
-            that fits 128-token documents, distances from 8) and at 4L (full window); tool_synth
-            at 4L (four schemas held out of training: its eval.jsonl asks only them); sft
-            (generated stdlib chats + fixture chats ~90%, glaive tool chats ~10%); interleave:
-  phase2a   L, from scratch, the retrieval-dense warm-up (no code, --phase2a_code 0):
-            longctx_tiny 0.5 (passkey, multi_query and copy_span documents of 128 tokens whose
-            answer is 2-24 tokens after its information: what makes retrieval click, see
-            NOTES.md) + longctx_short 0.5 (the same tasks, distances 8 to ~110)
-  phase2    L, params-only from phase2a: code 0.5 + longctx_short 0.5
+            of the standard library; longctx_hard at L (passkey, multi_query and copy_span in
+            128-token documents: longctx_warmup with the 8 fixed passkey phrasings and
+            distances 8..~110, longctx_tiny the same with answers 2-24 tokens after their
+            information, longctx_short with fixed + generated phrasings and distances 2..~110)
+            and at 4L (every task, full window); tool_synth at 4L (four schemas held out of
+            training: its eval.jsonl asks only them); sft (generated stdlib chats + fixture
+            chats ~90%, glaive tool chats ~10%); interleave:
+  phase2a   L, from scratch, longctx_warmup: the filler's language and the task formats
+  phase2b   L, params-only from phase2a, longctx_tiny: the copy "clicks" (answer digits go
+            from ~2.3 nats to ~0 within ~100 steps; NOTES.md has the runs that show why)
+  phase2    L, params-only from phase2b: code 0.5 + longctx_short 0.5 (carries the copy to
+            generated phrasings, hence to held-out ones)
   phase2_5  4L, params-only from phase2: phase2 replay 0.5 + tools 0.25 + longctx 4L 0.25,
             RoPE base 10k -> --bridge_rope_theta (default 44k, see ROPE below)
   phase3    4L, params-only from phase2_5's best: code 0.10 + phase2 0.15 + longctx 4L 0.50 +
@@ -62,7 +66,8 @@ from experiments.bridge import run as gpu
 
 REPO = gpu.REPO
 FIXTURES = gpu.FIXTURES
-PHASES = ("phase2a", "phase2", "phase2_5", "phase3")
+PHASES = ("phase2a", "phase2b", "phase2", "phase2_5", "phase3")
+SHORT_PHASES = ("phase2a", "phase2b", "phase2")  # at L, from configs/phase2.py
 EVAL_PHASES = ("phase2", "phase2_5", "phase3")
 CONTROLS = ("no_rope", "linear_pi", "replay_for_longctx")
 CHAT_PROMPTS = gpu.CHAT_PROMPTS[:3]
@@ -77,28 +82,31 @@ HOLD = 0.02  # phase3 within 2 points of phase2_5
 CPU_PROFILE = dict(
     d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384,
     vocab_size=2048, short_len=128, long_len=512, rows_short=32, rows_long=8,
-    # Try 3 of NOTES.md (~45 minutes on 2 shared cores): the copying circuit forms late in
-    # phase2a from scratch; phase2..3 are short to fit the budget.
-    phase2a_steps=1200, phase2_steps=150, phase2_5_steps=100, phase3_steps=60,
-    lr_phase2a=3e-3, lr_phase2=2e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
-    warmup_phase2a=50, warmup_phase2=20, warmup_phase2_5=15, warmup_phase3=10,
+    # The staged warm-up of NOTES.md: phase2a learns the filler and the task formats, the
+    # copy clicks in phase2b (~100 steps), phase2 carries it to generated phrasings.
+    phase2a_steps=700, phase2b_steps=300, phase2_steps=400, phase2_5_steps=300,
+    phase3_steps=150,
+    lr_phase2a=3e-3, lr_phase2b=2e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
+    warmup_phase2a=50, warmup_phase2b=20, warmup_phase2=20, warmup_phase2_5=15,
+    warmup_phase3=10,
     val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="96,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=4,
-    tools_records=24, chat_max_new_tokens=32, curve_records=48, curve_phases="phase2a", code_input="", filler_chars=1_000_000,
+    tools_records=24, chat_max_new_tokens=32, curve_records=48,
+    curve_phases="phase2a,phase2b,phase2", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
-    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
-    tiny_distance=24, passkey_phrasings="both",
+    short_tasks="passkey,multi_query,copy_span", tiny_distance=24, passkey_phrasings="both",
+    warmup_phrasings="fixed",
 )
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
     vocab_size=1024, short_len=128, long_len=256, rows_short=2, rows_long=1,
-    phase2a_steps=2, phase2_steps=2, phase2_5_steps=2, phase3_steps=2,
-    lr_phase2a=1e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=1e-3,
-    warmup_phase2a=1, warmup_phase2=1, warmup_phase2_5=1, warmup_phase3=1,
+    phase2a_steps=2, phase2b_steps=2, phase2_steps=2, phase2_5_steps=2, phase3_steps=2,
+    lr_phase2a=1e-3, lr_phase2b=1e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=1e-3,
+    warmup_phase2a=1, warmup_phase2b=1, warmup_phase2=1, warmup_phase2_5=1, warmup_phase3=1,
     val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
-    short_tasks="passkey,multi_query,copy_span", phase2a_code=0.0, phase2a_tiny=0.5,
-    tiny_distance=24, passkey_phrasings="both",
+    short_tasks="passkey,multi_query,copy_span", tiny_distance=24, passkey_phrasings="both",
+    warmup_phrasings="fixed",
 )
 
 
@@ -112,13 +120,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--out_dir", default=None)
   p.add_argument("--workdir", default=None)
   p.add_argument("--bridge_rope_theta", type=float, default=44_000.0)
+  p.add_argument("--start_at", default="phase2a", choices=PHASES,
+                 help="reuse this seed's finished earlier phases (and data); train from here")
+  p.add_argument("--stop_after", default="", choices=("",) + PHASES,
+                 help="end the main chain after this phase (e.g. phase2b: explore the warm-up)")
   p.add_argument("--variant_name", default="main",
                  help="name of this main chain in results.json (e.g. theta500k)")
   for name, value in CPU_PROFILE.items():
     p.add_argument(f"--{name}", type=type(value), default=None)
-  # phase2a_code: share of code in phase2a; phase2a_tiny: share of longctx_tiny (the same
-  # tasks with distances of 2..tiny_distance tokens); the rest is longctx_short. short_tasks:
-  # the longctx_hard tasks of the 128-token documents (what does not fit is left out).
+  # short_tasks: the longctx_hard tasks of the 128-token documents (what does not fit is left
+  # out); warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
+  # everything later); tiny_distance: phase2b's longest dependency.
   args = p.parse_args(argv)
   profile = SMOKE_PROFILE if args.smoke else CPU_PROFILE
   for key, value in profile.items():
@@ -179,14 +191,16 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
   L, L4 = args.short_len, args.long_len
   steps_tokens = {p: getattr(args, f"{p}_steps") * _rows(args, p) * _seq(args, p) * 1.1
                   for p in PHASES}
-  n2a, n2, n25, n3 = (steps_tokens[p] for p in PHASES)
+  n2a, n2b, n2, n25, n3 = (steps_tokens[p] for p in PHASES)
   val = 4 * L4 if args.smoke else max(32 * L4, 16384)
   corpus = os.path.join(paths.data, "tokenizer_corpus.txt")
   chats = os.path.join(paths.data, "stdlib_chats.jsonl")
   stdlib = sysconfig.get_paths()["stdlib"]
   code_input = os.path.join(stdlib, args.code_input) if args.code_input else stdlib
   longctx = ["--answer_weight", args.answer_weight, "--filler_chars", args.filler_chars,
-             "--num_workers", w, "--passkey_phrasings", args.passkey_phrasings]
+             "--num_workers", w]
+  short = ["--seq_len", L, "--max_doc_tokens", L, "--tasks", args.short_tasks,
+           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok]
   # Controls replace longctx by replay in phase2_5: every mix is cut from the same sources.
   replay_tokens = max(0.5 * n2 + 0.5 * n25 + 0.15 * n3, 0.75 * n25)
   stages = [
@@ -197,22 +211,26 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
       ("code", py("data_pipeline.code_stream", "--input", code_input, "--out_dir",
                   paths.shard("code"), "--val_fraction", 0.02 if not args.smoke else 0.3,
                   "--num_workers", w, *tok)),
-      ("longctx_short", py(
-          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
-          "--seq_len", L, "--max_doc_tokens", L, "--min_distance", args.min_distance,
-          "--tasks", args.short_tasks,
-          "--target_train_tokens", int((1 - args.phase2a_code - args.phase2a_tiny) * n2a
-                                       + 0.5 * replay_tokens) + 4 * L,
-          "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
+      # phase2a: the warm-up phrasings, distances min_distance..L.
+      ("longctx_warmup", py(
+          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_warmup"),
+          "--min_distance", args.min_distance, "--passkey_phrasings", args.warmup_phrasings,
+          "--target_train_tokens", int(n2a) + 4 * L, *short)),
+      # phase2b: the same, every answer 2..tiny_distance tokens after its information.
       ("longctx_tiny", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_tiny"),
-          "--seq_len", L, "--max_doc_tokens", L, "--min_distance", 2,
-          "--max_distance", args.tiny_distance, "--tasks", args.short_tasks,
-          "--target_train_tokens", int(args.phase2a_tiny * n2a) + 4 * L,
-          "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
+          "--min_distance", 2, "--max_distance", args.tiny_distance,
+          "--passkey_phrasings", args.warmup_phrasings,
+          "--target_train_tokens", int(n2b) + 4 * L, *short)),
+      # phase2 (and its replay): every phrasing, distances 2..L.
+      ("longctx_short", py(
+          "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
+          "--min_distance", 2, "--passkey_phrasings", args.passkey_phrasings,
+          "--target_train_tokens", int(0.5 * replay_tokens) + 4 * L, *short)),
       ("longctx_long", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
           "--seq_len", L4, "--min_distance", args.min_distance,
+          "--passkey_phrasings", args.passkey_phrasings,
           "--target_train_tokens", int(0.25 * n25 + 0.5 * n3) + 4 * L4,
           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
       ("tools", py(
@@ -229,9 +247,9 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           *gpu.sft_sources(chats), "--target_train_tokens", int(0.25 * n3) + 4 * L4, "--target_val_tokens", val,
           "--val_fraction", 0.1, *tok)),
       ("mix_phase2a", _interleave(paths, "phase2a_mixed", L, n2a, val, [
-          (name, name, share) for name, share in (
-              ("longctx_short", 1.0 - args.phase2a_code - args.phase2a_tiny),
-              ("longctx_tiny", args.phase2a_tiny), ("code", args.phase2a_code)) if share > 0])),
+          ("longctx", "longctx_warmup", 1.0)])),
+      ("mix_phase2b", _interleave(paths, "phase2b_mixed", L, n2b, val, [
+          ("longctx", "longctx_tiny", 1.0)])),
       ("mix_phase2", _interleave(paths, "phase2_mixed", L, replay_tokens, val, [
           ("code", "code", 0.5), ("longctx_short", "longctx_short", 0.5)])),
       ("mix_phase2_5", _interleave(paths, "phase2_5_mixed", L4, n25, val, [
@@ -255,21 +273,22 @@ def _interleave(paths, out, block, train_tokens, val_tokens, sources):
 
 
 def _seq(args, phase: str) -> int:
-  return args.short_len if phase in ("phase2a", "phase2") else args.long_len
+  return args.short_len if phase in SHORT_PHASES else args.long_len
 
 
 def _rows(args, phase: str) -> int:
-  return args.rows_short if phase in ("phase2a", "phase2") else args.rows_long
+  return args.rows_short if phase in SHORT_PHASES else args.rows_long
 
 
 def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str]:
   seq, steps = _seq(args, phase), getattr(args, f"{phase}_steps")
   mix = {"phase2_5": "phase2_5_replay_mixed" if variant == "replay_for_longctx"
          else "phase2_5_mixed"}.get(phase, f"{phase}_mixed")
-  init_from = {"phase2a": "", "phase2": paths.final("phase2a"),
+  init_from = {"phase2a": "", "phase2b": paths.final("phase2a"),
+               "phase2": paths.final("phase2b"),
                "phase2_5": paths.final("phase2"),
                "phase3": os.path.join(paths.workdir("phase2_5"), "best")}[phase]
-  config = "configs/phase2.py" if phase in ("phase2a", "phase2") else f"configs/{phase}.py"
+  config = "configs/phase2.py" if phase in SHORT_PHASES else f"configs/{phase}.py"
   model = {f"model.{k}": getattr(args, k) for k in
            ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim")}
   rope: dict[str, Any] = {"model.rope_theta": 10_000.0, "model.rope_scaling": "none",
@@ -687,8 +706,10 @@ class CpuRun:
     for phase, variant in phases:
       run["phases"][phase] = phase_record(args, self.paths, phase, variant, self.seconds)
     with self.runner.lock:
-      run["stages"] = [{"name": s.name, "status": s.status, "seconds": s.seconds,
-                        "command": s.command} for s in self.runner.stages]
+      now = [{"name": s.name, "status": s.status, "seconds": s.seconds, "command": s.command}
+             for s in self.runner.stages]
+    names = {s["name"] for s in now}
+    run["stages"] = [s for s in run.get("stages", []) if s["name"] not in names] + now
     run["command"] = shlex.join(["python", "-m", "experiments.bridge.cpu", *sys.argv[1:]]) \
         if sys.argv[0].endswith("cpu.py") else shlex.join(["python", "-m",
                                                            "experiments.bridge.run",
@@ -716,8 +737,8 @@ class CpuRun:
         write_fitting_tools(args, paths)
         with open(paths.shard("mix_done"), "w") as f:
           f.write(gpu._stamp())  # pylint: disable=protected-access
-      done = []
-      for phase in PHASES:
+      done = []  # results.json keeps the earlier phases' records (--start_at)
+      for phase in PHASES[PHASES.index(args.start_at):]:
         if not self.train(phase):
           ok = False
           break
@@ -728,6 +749,8 @@ class CpuRun:
         if phase in args.eval_phases.split(","):
           self.evaluate(phase)
         self.record(key, done)
+        if phase == args.stop_after:
+          break
     for control in args.control_list:
       if not os.path.isdir(paths.final("phase2")):
         print(f"control {control}: needs seed {args.seed}'s phase2 ({paths.final('phase2')})")
