@@ -438,10 +438,22 @@ def _pseudo_word(rng, used: set, letters: int = 6) -> str:
       return w
 
 
-# Keys vary in length, so a model has to copy where a key ends rather than learn a length:
-# trained on 5-7 digit keys, the CPU bridge's model wrote six digits for every five-digit key
-# of the held-out passkey eval (31968 -> 319688). The eval's keys are 1-50000.
-KEY_DIGITS = (3, 7)
+# Digits of passkey, kv_retrieval and multi_query answers (--key_digits). A model that saw
+# only 5-7 digit keys learns their length, not where a key ends: the CPU bridge's wrote six
+# digits for the held-out eval's five-digit keys (31968 -> 319688); the eval's keys are
+# 1-50000. The CPU bridge's warm-up keeps 5-7 (its copy clicked with them, NOTES.md) and
+# widens the range afterwards.
+KEY_DIGITS = (5, 7)
+
+
+def parse_key_digits(text: str) -> tuple[int, int]:
+  try:
+    lo, hi = (int(x) for x in text.split(","))
+  except ValueError:
+    raise ValueError(f"--key_digits {text!r}: want LO,HI (e.g. 3,7)") from None
+  if not 1 <= lo <= hi <= 12:
+    raise ValueError(f"--key_digits {text!r}: want 1 <= LO <= HI <= 12")
+  return lo, hi
 
 
 def _number(rng, used: set, digits_lo=KEY_DIGITS[0], digits_hi=KEY_DIGITS[1]) -> str:
@@ -458,6 +470,7 @@ class TaskMaker:
 
   def __init__(self, cfg: dict, corpus: text_sources.Corpus, length: int):
     self.cfg, self.corpus, self.length = cfg, corpus, length
+    self.key_digits = tuple(cfg.get("key_digits", KEY_DIGITS))
     counts = {}
     for f in corpus.functions:
       counts[f.name] = counts.get(f.name, 0) + 1
@@ -476,7 +489,7 @@ class TaskMaker:
     return rng.choice(("prose", "prose", "mixed", "code"))
 
   def passkey(self, rng) -> Plan:
-    key = _number(rng, set())
+    key = _number(rng, set(), *self.key_digits)
     d = self.distance(rng, 64)
     phrasing = self.cfg.get("passkey_phrasings", "fixed")
     if phrasing == "generated" or (phrasing == "both" and rng.random() < 0.5):
@@ -499,7 +512,7 @@ class TaskMaker:
       key = f"{rng.choice(_WORDS)}-{rng.choice(_NOUNS)}-{rng.randint(10, 99)}"
       if key not in keys:
         keys.add(key)
-        pairs.append((key, _number(rng, used_vals)))
+        pairs.append((key, _number(rng, used_vals, *self.key_digits)))
     needles = [Needle(f'\nrecord "{k}" = {v}\n', None) for k, v in pairs]
     needles[0].end_gap = self.distance(rng, 40 * n)
     key, value = pairs[0]
@@ -511,7 +524,7 @@ class TaskMaker:
     n = rng.randint(4, max(4, min(16, (self.length - 200) // 40)))
     q = rng.randint(2, min(4, n))
     names, used_vals = set(), set()
-    pairs = [(_pseudo_word(rng, names).capitalize(), _number(rng, used_vals))
+    pairs = [(_pseudo_word(rng, names).capitalize(), _number(rng, used_vals, *self.key_digits))
              for _ in range(n)]
     needles = [Needle(f"\nThe code for {name} is {num}.\n", None) for name, num in pairs]
     tail, answers = [], []
@@ -704,6 +717,8 @@ def parse_args(argv=None):
   p.add_argument("--passkey_phrasings", choices=PASSKEY_PHRASINGS, default="fixed",
                  help="passkey needles/questions: the 8 fixed PASSKEY_TEMPLATES, phrasings "
                       "generated from PASSKEY_FRAMES and word lists, or half of each")
+  p.add_argument("--key_digits", default=",".join(map(str, KEY_DIGITS)),
+                 help="LO,HI: digits of passkey / kv_retrieval / multi_query answers")
   p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
   p.add_argument("--eval_examples", type=int, default=500)
   p.add_argument("--filler_chars", type=int, default=4_000_000,
@@ -724,7 +739,8 @@ def build(args) -> bu.Report:
                      f"{args.min_distance}; lower --min_distance or raise --max_doc_tokens")
   cfg = {"seed": args.seed, "tokenizer": os.path.abspath(args.tokenizer), "tasks": tasks,
          "length": length, "min_distance": args.min_distance, "max_distance": args.max_distance,
-         "answer_weight": args.answer_weight, "passkey_phrasings": args.passkey_phrasings}
+         "answer_weight": args.answer_weight, "passkey_phrasings": args.passkey_phrasings,
+         "key_digits": parse_key_digits(args.key_digits)}
   tok, corpus, filler = prepare(cfg, args.filler_chars)
   kept, left_out = fitting_tasks(cfg, make_worker_state((cfg, corpus, filler)))
   if not kept:

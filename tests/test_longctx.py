@@ -215,15 +215,17 @@ def test_generated_passkey_phrasings_are_solvable_and_not_held_out(tmp_path, tok
     assert q.rsplit("?", 1)[1].strip() not in text
 
 
-def test_keys_vary_in_length_so_the_end_of_a_key_must_be_copied(built):
-  """A model trained on keys of one length learns that length, not where a key ends (the CPU
-  bridge's model wrote 319688 for 31968); the eval's keys (1-50000) are mostly 5 digits."""
+def test_key_digits_set_the_answer_lengths(tmp_path, tokenizer_path):
+  """--key_digits 3,7: keys of every length from 3 to 7 (a model trained on one length learns
+  the length, not where a key ends); a bad range is refused naming the flag."""
+  out = build(tmp_path / "k", tokenizer_path, "--seq_len", "128", "--max_doc_tokens", "128",
+              "--min_distance", "2", "--tasks", "passkey,multi_query", "--key_digits", "3,7",
+              train=128 * 200, val=128 * 2)
   lengths = set()
-  for row in read_jsonl(os.path.join(built, "eval.jsonl")) + [
-      {"task": "passkey", "answer": longctx_hard._number(random.Random(i), set())}
-      for i in range(200)]:
-    if row["task"] in ("passkey", "multi_query", "kv_retrieval"):
-      lengths.add(len(row["answer"]))
-  lo, hi = longctx_hard.KEY_DIGITS
-  assert lengths == set(range(lo, hi + 1))
-  assert lo <= len(str(50000)) - 1  # shorter and longer keys than the eval's both occur
+  for doc, info in zip(documents(os.path.join(out, "train")),
+                       read_jsonl(os.path.join(out, "train_documents.jsonl"))):
+    for s, e in weighted_runs(doc["tokens"], doc["weights"] - 1):
+      lengths.add(e - s - 1)  # a space piece, then one piece per digit
+  assert lengths == {3, 4, 5, 6, 7}
+  with pytest.raises(ValueError, match="--key_digits"):
+    build(tmp_path / "bad", tokenizer_path, "--key_digits", "7,3")

@@ -84,7 +84,7 @@ CPU_PROFILE = dict(
     vocab_size=2048, short_len=128, long_len=512, rows_short=32, rows_long=8,
     # The staged warm-up of NOTES.md: phase2a learns the filler and the task formats, the
     # copy clicks in phase2b (~100 steps), phase2 carries it to generated phrasings.
-    phase2a_steps=700, phase2b_steps=300, phase2_steps=400, phase2_5_steps=300,
+    phase2a_steps=700, phase2b_steps=400, phase2_steps=400, phase2_5_steps=300,
     phase3_steps=150,
     lr_phase2a=3e-3, lr_phase2b=2e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
     warmup_phase2a=50, warmup_phase2b=20, warmup_phase2=20, warmup_phase2_5=15,
@@ -94,7 +94,7 @@ CPU_PROFILE = dict(
     curve_phases="phase2a,phase2b,phase2", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", tiny_distance=24, passkey_phrasings="both",
-    warmup_phrasings="fixed",
+    warmup_phrasings="fixed", key_digits="3,7",
 )
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
@@ -106,7 +106,7 @@ SMOKE_PROFILE = dict(
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", tiny_distance=24, passkey_phrasings="both",
-    warmup_phrasings="fixed",
+    warmup_phrasings="fixed", key_digits="3,7",
 )
 
 
@@ -130,7 +130,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(f"--{name}", type=type(value), default=None)
   # short_tasks: the longctx_hard tasks of the 128-token documents (what does not fit is left
   # out); warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
-  # everything later); tiny_distance: phase2b's longest dependency.
+  # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
+  # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
   args = p.parse_args(argv)
   profile = SMOKE_PROFILE if args.smoke else CPU_PROFILE
   for key, value in profile.items():
@@ -226,11 +227,12 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
       ("longctx_short", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
           "--min_distance", 2, "--passkey_phrasings", args.passkey_phrasings,
+          "--key_digits", args.key_digits,
           "--target_train_tokens", int(0.5 * replay_tokens) + 4 * L, *short)),
       ("longctx_long", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
           "--seq_len", L4, "--min_distance", args.min_distance,
-          "--passkey_phrasings", args.passkey_phrasings,
+          "--passkey_phrasings", args.passkey_phrasings, "--key_digits", args.key_digits,
           "--target_train_tokens", int(0.25 * n25 + 0.5 * n3) + 4 * L4,
           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
       ("tools", py(
