@@ -264,3 +264,28 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   except ImportError:
     pass
   print(f"cpu smoke: {time.time() - start:.0f} s")
+
+
+def test_cpu_retrieval_curve_reads_every_kept_checkpoints_evals(tmp_path):
+  """The files curve_cmds writes (per step: jaxlm.eval and the answer-digit losses) are what
+  read_curve returns, in step order, and what RESULTS.md's curve table shows."""
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  args = cpu.parse_args(["--workdir", str(tmp_path), "--out_dir", str(tmp_path / "out")])
+  paths = cpu.Paths(args)
+  os.makedirs(os.path.join(paths.run, "evals"))
+  for step, acc, rest in ((200, 0.5, 0.3), (100, 0.0, 2.3)):
+    with open(paths.eval_json("phase2b", "main", f"curve{step:05d}"), "w") as f:
+      json.dump({"passkey_heldout": {"accuracy": acc}, "longctx": {"accuracy": acc / 2,
+                                                                  "by_task": {}}}, f)
+    with open(paths.eval_json("phase2b", "main", f"digits{step:05d}"), "w") as f:
+      json.dump({"passkey": {"first": rest + 0.1, "rest": rest, "documents": 3}}, f)
+  curve = cpu.read_curve(paths, "phase2b", "main")
+  assert [p["step"] for p in curve] == [100, 200]
+  assert [p["heldout_passkey_L"] for p in curve] == [0.0, 0.5]
+  assert curve[1]["digits"]["passkey"]["rest"] == 0.3
+  results = {"updated": "now", "device": "cpu", "targets": [],
+             "settings": {"lengths": [128], "short_len": 128, "long_len": 512},
+             "runs": {"seed0/main": {"phases": {"phase2b": {
+                 "retrieval_curve": curve, "curve": [{"step": 200, "eval/passkey": 0.75}]}}}}}
+  md = cpu.format_markdown(results)
+  assert "| seed0/main | phase2b | 200 | 75 | 50 | 25 | 0.40 / 0.30 | - |" in md

@@ -1,7 +1,7 @@
 r"""Loss on the answer tokens of long-context documents, per task: first token vs the rest.
 
   python -m experiments.bridge.answer_loss --checkpoint CK --data DIR/val \
-      [--documents DIR/val_documents.jsonl] [--max_documents 256]
+      [--documents DIR/val_documents.jsonl] [--max_documents 256] [--output F.json]
 
 Retrieval "clicks" before greedy accuracy moves: the first digit of an answer has to be found
 (the question names the needle), every later one only copied from after the digit just
@@ -33,6 +33,7 @@ def main(argv=None) -> None:
   p.add_argument("--data", required=True, help="a longctx_hard split directory (e.g. DIR/val)")
   p.add_argument("--documents", default="", help="default: <split>_documents.jsonl beside it")
   p.add_argument("--max_documents", type=int, default=256)
+  p.add_argument("--output", default="", help="also write the JSON here")
   args = p.parse_args(argv)
 
   import jax  # pylint: disable=import-outside-toplevel
@@ -77,6 +78,8 @@ def main(argv=None) -> None:
              "rest": round(float(np.mean(v["rest"])), 4) if v["rest"] else None,
              "documents": len(v["documents"])} for t, v in sorted(sums.items())}
   print(json.dumps(out))
+  if args.output:
+    shards.atomic_write_json(args.output, out)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="reuse this seed's finished earlier phases (and data); train from here")
   p.add_argument("--stop_after", default="", choices=("",) + PHASES,
                  help="end the main chain after this phase (e.g. phase2b: explore the warm-up)")
+  p.add_argument("--report_only", action="store_true",
+                 help="train nothing: re-read this seed's files, rewrite results and plots")
   p.add_argument("--variant_name", default="main",
                  help="name of this main chain in results.json (e.g. theta500k)")
   for name, value in CPU_PROFILE.items():
@@ -351,14 +353,23 @@ def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, l
   return cmds
 
 
+# The longctx documents each short phase trains on: the answer-loss probe reads their val split.
+PHASE_LONGCTX = {"phase2a": "longctx_warmup", "phase2b": "longctx_tiny", "phase2": "longctx_short"}
+
+
 def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
-               ) -> list[tuple[int, list[str]]]:
-  """One jaxlm.eval per kept checkpoint of a phase: held-out passkey at L and the builder's
-  held-out short-range records (the retrieval curve over steps)."""
+               ) -> list[tuple[str, list[str]]]:
+  """Per kept checkpoint of a phase: jaxlm.eval of the held-out passkey at L and the builder's
+  held-out short-range records, and the answer-digit losses on the phase's own longctx val
+  documents (experiments.bridge.answer_loss): the retrieval curve over steps."""
   latest = os.path.join(paths.workdir(phase, variant), "latest")
   steps = sorted(int(d) for d in os.listdir(latest) if d.isdigit()) if os.path.isdir(
       latest) else []
-  return [(step, gpu.py(
+  digits = [(f"digits{step}", gpu.py(
+      "experiments.bridge.answer_loss", "--checkpoint", os.path.join(latest, str(step)),
+      "--data", os.path.join(paths.shard(PHASE_LONGCTX.get(phase, "longctx_short")), "val"),
+      "--output", paths.eval_json(phase, variant, f"digits{step:05d}"))) for step in steps]
+  return digits + [(str(step), gpu.py(
       "jaxlm.eval", "--checkpoint", os.path.join(latest, str(step)), "--tokenizer",
       paths.tokenizer, "--suite", "passkey_heldout,longctx", "--lengths", args.short_len,
       "--depths", "0,0.5,1", "--samples", 4, "--seed", 2000 + args.seed,
@@ -370,14 +381,17 @@ def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
 def read_curve(paths: Paths, phase: str, variant: str) -> list[dict]:
   out = []
   directory = os.path.dirname(paths.eval_json(phase, variant, "x"))
-  prefix = os.path.basename(paths.eval_json(phase, variant, "curve"))
+  prefix = os.path.basename(paths.eval_json(phase, variant, "curve"))[:-len(".json")]
   for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
     if name.startswith(prefix) and name.endswith(".json"):
       r = report.read_json(os.path.join(directory, name))
-      out.append({"step": int(name[len(prefix):-5]),
+      step = int(name[len(prefix):-5])
+      digits = paths.eval_json(phase, variant, f"digits{step:05d}")
+      out.append({"step": step,
                   "heldout_passkey_L": r.get("passkey_heldout", {}).get("accuracy"),
                   "records": r.get("longctx", {}).get("accuracy"),
-                  "records_by_task": r.get("longctx", {}).get("by_task")})
+                  "records_by_task": r.get("longctx", {}).get("by_task"),
+                  "digits": report.read_json(digits) if os.path.exists(digits) else None})
   return out
 
 
@@ -546,6 +560,21 @@ def format_markdown(results: dict) -> str:
       lines.append(f"| {key} | {phase} | {rec.get('steps')} | {rec.get('tokens')} | "
                    f"{rec.get('train_wall_s') or '-'} | " + " | ".join(cells) +
                    f" | {_pct(th)} / {_pct(ts)} | {'-' if rv is None else f'{rv:.3f}'} |")
+  lines += ["", "## Retrieval over steps (kept checkpoints of the short phases)", "",
+            "Digits: loss of a key's first digit / of the digits after it on the phase's own "
+            "longctx val documents (nats; ~2.30 = guessing, ~0 = copying).", "",
+            "| run | phase | step | trainer's passkey check | held-out passkey at L | held-out "
+            "records | passkey digits | multi_query digits |", "|---|---|---|---|---|---|---|---|"]
+  for key, run in sorted(results["runs"].items()):
+    for phase, rec in run.get("phases", {}).items():
+      checks = {c["step"]: c.get("eval/passkey") for c in rec.get("curve", [])}
+      for point in rec.get("retrieval_curve") or []:
+        d = point.get("digits") or {}
+        cells = [f"{d[t]['first']:.2f} / {d[t]['rest']:.2f}" if d.get(t) and d[t].get("rest")
+                 is not None else "-" for t in ("passkey", "multi_query")]
+        lines.append(f"| {key} | {phase} | {point['step']} | {_pct(checks.get(point['step']))} | "
+                     f"{_pct(point.get('heldout_passkey_L'))} | {_pct(point.get('records'))} | "
+                     + " | ".join(cells) + " |")
   lines += ["", "## Val loss per source (each trainer's last validation on its own mix)", ""]
   for key, run in sorted(results["runs"].items()):
     for phase, rec in run.get("phases", {}).items():
@@ -624,13 +653,18 @@ def plots(results: dict, out_dir: str) -> list[str]:
   plt.close(fig)
   written.append(path)
   # Retrieval over steps: the trainers' passkey check at each validation (lines), and the
-  # held-out passkey at L / the builder's held-out records at each kept checkpoint (markers).
-  fig, ax = plt.subplots(figsize=(8, 4))
+  # held-out passkey at L / the builder's held-out records at each kept checkpoint (markers);
+  # below, the loss of a passkey's digits after the first (~2.3 guessing, ~0 copying).
+  fig, (ax, ax_digits) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
   for key, run in sorted(runs.items()):
     for phase in PHASES:
       rec = run.get("phases", {}).get(phase) or {}
       base = _main_offset(runs, key, phase)
       pts = rec.get("retrieval_curve") or []
+      dig = [(base + p["step"], p["digits"]["passkey"]["rest"]) for p in pts
+             if (p.get("digits") or {}).get("passkey", {}).get("rest") is not None]
+      if dig:
+        ax_digits.plot(*zip(*dig), "o-", label=f"{key} {phase}")
       for fig_key, style in (("heldout_passkey_L", "s--"), ("records", "^:")):
         xs = [base + p["step"] for p in pts if p.get(fig_key) is not None]
         ys = [p[fig_key] for p in pts if p.get(fig_key) is not None]
@@ -648,9 +682,12 @@ def plots(results: dict, out_dir: str) -> list[str]:
         ys = [c["eval/passkey"] for c in rec["curve"] if "eval/passkey" in c]
         ax.plot(xs, ys, marker="o", label=f"{key} {phase}")
       offset += rec["steps"]
-  ax.set_xlabel("optimizer step (phases end to end)")
-  ax.set_ylabel("passkey accuracy (trainer's check)")
+  ax.set_ylabel("passkey accuracy")
   ax.legend(fontsize=6)
+  ax_digits.axhline(2.303, color="grey", ls=":", lw=0.8)
+  ax_digits.set_ylabel("passkey later-digit loss (nats)")
+  ax_digits.set_xlabel("optimizer step (phases end to end)")
+  ax_digits.legend(fontsize=6)
   fig.tight_layout()
   path = os.path.join(out_dir, "retrieval_curve.png")
   fig.savefig(path, dpi=110)
@@ -706,17 +743,23 @@ class CpuRun:
     results = report.read_json(path) if os.path.exists(path) else {"runs": {}}
     run = results["runs"].get(key, {"phases": {}})
     for phase, variant in phases:
-      run["phases"][phase] = phase_record(args, self.paths, phase, variant, self.seconds)
+      old = run["phases"].get(phase) or {}
+      rec = phase_record(args, self.paths, phase, variant, self.seconds)
+      for k in ("train_wall_s", "eval_wall_s"):  # --report_only / --start_at: keep timings
+        if rec.get(k) is None and old.get(k) is not None:
+          rec[k] = old[k]
+      run["phases"][phase] = rec
     with self.runner.lock:
       now = [{"name": s.name, "status": s.status, "seconds": s.seconds, "command": s.command}
              for s in self.runner.stages]
     names = {s["name"] for s in now}
     run["stages"] = [s for s in run.get("stages", []) if s["name"] not in names] + now
-    run["command"] = shlex.join(["python", "-m", "experiments.bridge.cpu", *sys.argv[1:]]) \
-        if sys.argv[0].endswith("cpu.py") else shlex.join(["python", "-m",
-                                                           "experiments.bridge.run",
-                                                           *sys.argv[1:]])
-    run["wall_time_s"] = round(time.time() - self.start, 1)
+    if not args.report_only or "command" not in run:  # a report keeps the run's command
+      run["command"] = shlex.join(["python", "-m", "experiments.bridge.cpu", *sys.argv[1:]]) \
+          if sys.argv[0].endswith("cpu.py") else shlex.join(["python", "-m",
+                                                             "experiments.bridge.run",
+                                                             *sys.argv[1:]])
+      run["wall_time_s"] = round(time.time() - self.start, 1)
     run["seed"] = args.seed
     results["runs"][key] = run
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("control_list",)}
@@ -731,6 +774,13 @@ class CpuRun:
     args, paths = self.args, self.paths
     key = f"seed{args.seed}/{args.variant_name}"
     ok = True
+    if args.report_only:
+      self.record(key, [(p, "main") for p in PHASES if os.path.isdir(paths.workdir(p))])
+      for control in CONTROLS:
+        if os.path.isdir(paths.workdir("phase2_5", control)):
+          self.record(f"seed{args.seed}/{control}", [("phase2_5", control)])
+      print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
+      return 0
     if not args.skip_main:
       if not os.path.exists(os.path.join(paths.shard("mix_done"))):
         for name, cmd in data_stages(args, paths):
