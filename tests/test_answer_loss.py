@@ -33,8 +33,10 @@ def test_the_probe_reads_each_documents_answer_tokens(tmp_path, tokenizer_path, 
                                        n_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=128))
   params = model_lib.init_params(config, jax.random.PRNGKey(0))
   ck = checkpoint.save_params(str(tmp_path / "ck"), params, dict(config))
-  answer_loss.main(["--checkpoint", ck, "--data", str(out / "val")])
+  answer_loss.main(["--checkpoint", ck, "--data", str(out / "val"), "--output",
+                    str(tmp_path / "digits.json")])
   got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert json.loads((tmp_path / "digits.json").read_text()) == got
 
   split = shards.SplitDir(str(out / "val"))
   tokens, weights = split.shards[0], np.asarray(split.weights[0])

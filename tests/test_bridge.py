@@ -255,6 +255,7 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   assert p3["steps"] == 2 and p3["tokens"] == 2 * 256 and p3["seed"] == 0
   assert set(p3["heldout_by_length"]) == {"128"} and set(p3["passkey_by_length"]) == {"128"}
   assert p3["phase3_mix_val"] and p3["replay_val"] and p3["chat"]
+  assert p3["records"]["count"] >= 1 and 0.0 <= p3["records"]["accuracy"] <= 1.0
   assert {t["status"] for t in results["targets"]} <= {"PASS", "FAIL", "MISSING"}
   assert "| seed0/main | phase3 |" in (out / "RESULTS.md").read_text()
   try:

@@ -346,6 +346,14 @@ def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, l
         "--val_dir", os.path.join(paths.shard("phase3_mixed"), "val"),
         "--val_seq_len", args.long_len, "--val_batch_size", 1 if args.smoke else 4,
         "--output", paths.eval_json(phase, variant, "b"))))
+  # Fresh documents of the builder's own kind (phrasings and filler as in training, keys,
+  # needles and passages new): does retrieval work at the phase's length at all? Beside the
+  # held-out passkey, which also changes phrasing, filler and instruction.
+  records = "longctx_short" if phase in SHORT_PHASES else "longctx_long"
+  cmds.append(("c", gpu.py(
+      "jaxlm.eval", "--checkpoint", ck, "--tokenizer", paths.tokenizer, "--suite", "longctx",
+      "--longctx_eval", os.path.join(paths.shard(records), "eval.jsonl"), "--batch_size", 16,
+      "--output", paths.eval_json(phase, variant, "c"))))
   cmds.append(("chat", [sys.executable, "-m", "experiments.bridge.run", "--chat_probe", ck,
                         "--chat_tokenizer", paths.tokenizer, "--chat_out",
                         paths.eval_json(phase, variant, "chat"),
@@ -468,6 +476,11 @@ def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) ->
     b = report.read_json(b_path)
     rec["tools_seen"] = _tools_figures(b.get("tools"))
     rec["phase3_mix_val"] = b.get("val", {}).get("by_source")
+  c_path = paths.eval_json(phase, variant, "c")
+  if os.path.exists(c_path):
+    c = report.read_json(c_path).get("longctx", {})
+    rec["records"] = {"accuracy": c.get("accuracy"), "by_task": c.get("by_task"),
+                      "count": c.get("count")}
   chat = paths.eval_json(phase, variant, "chat")
   if os.path.exists(chat):
     rec["chat"] = report.read_json(chat)
@@ -547,9 +560,13 @@ def format_markdown(results: dict) -> str:
     v = "-" if t["value"] is None else f"{t['value']:.3f}"
     lines.append(f"| {t['run']} | {t['target']} | {v} | {t['status']} |")
   lines += ["", "## Retrieval by length (held-out phrasing / training format, % correct)", "",
+            "Fresh records: the builder's own held-out documents (training phrasings and kind "
+            "of filler; new keys, needles and passages) at the phase's length (L for the short "
+            "phases, 4L after), passkey and all tasks.", "",
             "| run | phase | steps | tokens | train s | " + " | ".join(
-                f"{n}" for n in lengths) + " | tools valid held-out / seen | replay val |",
-            "|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|"]
+                f"{n}" for n in lengths) + " | tools valid held-out / seen | replay val | "
+            "fresh records: passkey / all |",
+            "|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|"]
   for key, run in sorted(results["runs"].items()):
     for phase, rec in run.get("phases", {}).items():
       h, t = rec.get("heldout_by_length") or {}, rec.get("passkey_by_length") or {}
@@ -557,9 +574,12 @@ def format_markdown(results: dict) -> str:
       th = (rec.get("tools_heldout") or {}).get("valid_call_rate")
       ts = (rec.get("tools_seen") or {}).get("valid_call_rate")
       rv = rec.get("replay_val_loss")
+      rc = rec.get("records") or {}
       lines.append(f"| {key} | {phase} | {rec.get('steps')} | {rec.get('tokens')} | "
                    f"{rec.get('train_wall_s') or '-'} | " + " | ".join(cells) +
-                   f" | {_pct(th)} / {_pct(ts)} | {'-' if rv is None else f'{rv:.3f}'} |")
+                   f" | {_pct(th)} / {_pct(ts)} | {'-' if rv is None else f'{rv:.3f}'} | "
+                   f"{_pct((rc.get('by_task') or {}).get('passkey'))} / "
+                   f"{_pct(rc.get('accuracy'))} |")
   lines += ["", "## Retrieval over steps (kept checkpoints of the short phases)", "",
             "Digits: loss of a key's first digit / of the digits after it on the phase's own "
             "longctx val documents (nats; ~2.30 = guessing, ~0 = copying).", "",
@@ -622,7 +642,7 @@ def plots(results: dict, out_dir: str) -> list[str]:
       offset += rec["steps"]
   ax.set_xlabel("optimizer step (phases end to end)")
   ax.set_ylabel("val loss (nats/token)")
-  ax.legend(fontsize=6, ncol=2)
+  _legend(ax, ncol=2)
   fig.tight_layout()
   path = os.path.join(out_dir, "loss_curves.png")
   fig.savefig(path, dpi=110)
@@ -646,7 +666,7 @@ def plots(results: dict, out_dir: str) -> list[str]:
     ax.set_title(f"passkey accuracy, {title}")
     ax.set_xlabel("prompt length (tokens); dotted L, dashed 4L")
   axes[0].set_ylabel("accuracy")
-  axes[0].legend(fontsize=6)
+  _legend(axes[0])
   fig.tight_layout()
   path = os.path.join(out_dir, "accuracy_by_length.png")
   fig.savefig(path, dpi=110)
@@ -683,17 +703,22 @@ def plots(results: dict, out_dir: str) -> list[str]:
         ax.plot(xs, ys, marker="o", label=f"{key} {phase}")
       offset += rec["steps"]
   ax.set_ylabel("passkey accuracy")
-  ax.legend(fontsize=6)
+  _legend(ax)
   ax_digits.axhline(2.303, color="grey", ls=":", lw=0.8)
   ax_digits.set_ylabel("passkey later-digit loss (nats)")
   ax_digits.set_xlabel("optimizer step (phases end to end)")
-  ax_digits.legend(fontsize=6)
+  _legend(ax_digits)
   fig.tight_layout()
   path = os.path.join(out_dir, "retrieval_curve.png")
   fig.savefig(path, dpi=110)
   plt.close(fig)
   written.append(path)
   return written
+
+
+def _legend(ax, ncol: int = 1) -> None:
+  if ax.get_legend_handles_labels()[0]:  # nothing plotted yet: no empty legend, no warning
+    ax.legend(fontsize=6, ncol=ncol)
 
 
 def _main_offset(runs: dict, key: str, phase: str) -> int:
