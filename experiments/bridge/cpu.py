@@ -522,7 +522,8 @@ def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
                 "status": "MISSING" if ratio is None else "PASS" if ratio <= REPLAY_RATIO
                 else "FAIL"})
     p25, p3 = ph.get("phase2_5") or {}, ph.get("phase3") or {}
-    for fig, name in (("heldout_by_length", "held-out passkey"),):
+    for fig, name in (("heldout_by_length", "held-out passkey"),
+                      ("passkey_by_length", "training-format passkey")):
       d = [(p3.get(fig) or {}).get(str(n), None) for n in lengths if n <= L4]
       e = [(p25.get(fig) or {}).get(str(n), None) for n in lengths if n <= L4]
       diffs = [x - y for x, y in zip(d, e) if x is not None and y is not None]
@@ -675,7 +676,7 @@ def plots(results: dict, out_dir: str) -> list[str]:
   # Retrieval over steps: the trainers' passkey check at each validation (lines), and the
   # held-out passkey at L / the builder's held-out records at each kept checkpoint (markers);
   # below, the loss of a passkey's digits after the first (~2.3 guessing, ~0 copying).
-  fig, (ax, ax_digits) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+  fig, (ax, ax_digits) = plt.subplots(2, 1, figsize=(10, 9), sharex=True)
   for key, run in sorted(runs.items()):
     for phase in PHASES:
       rec = run.get("phases", {}).get(phase) or {}
@@ -703,7 +704,7 @@ def plots(results: dict, out_dir: str) -> list[str]:
         ax.plot(xs, ys, marker="o", label=f"{key} {phase}")
       offset += rec["steps"]
   ax.set_ylabel("passkey accuracy")
-  _legend(ax)
+  _legend(ax, ncol=3)
   ax_digits.axhline(2.303, color="grey", ls=":", lw=0.8)
   ax_digits.set_ylabel("passkey later-digit loss (nats)")
   ax_digits.set_xlabel("optimizer step (phases end to end)")
@@ -718,7 +719,7 @@ def plots(results: dict, out_dir: str) -> list[str]:
 
 def _legend(ax, ncol: int = 1) -> None:
   if ax.get_legend_handles_labels()[0]:  # nothing plotted yet: no empty legend, no warning
-    ax.legend(fontsize=6, ncol=ncol)
+    ax.legend(fontsize=6 if ncol == 1 else 5, ncol=ncol, loc="upper left")
 
 
 def _main_offset(runs: dict, key: str, phase: str) -> int:
