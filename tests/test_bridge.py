@@ -292,3 +292,10 @@ def test_cpu_retrieval_curve_reads_every_kept_checkpoints_evals(tmp_path):
                  "retrieval_curve": curve, "curve": [{"step": 200, "eval/passkey": 0.75}]}}}}}
   md = cpu.format_markdown(results)
   assert "| seed0/main | phase2b | 200 | 75 | 50 | 25 | 0.40 / 0.30 | - |" in md
+
+
+def test_cpu_curve_phases_must_be_short_phases(capsys):
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit):
+    cpu.parse_args(["--curve_phases", "phase2,phase2_5"])
+  assert "--curve_phases: ['phase2_5']" in capsys.readouterr().err

@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     raise SystemExit(f"{documents}: documents of different lengths; this probe wants one")
   nll_fn = jax.jit(lambda p_, b: validation.token_nll(model, p_, b))
   sums: dict[str, dict[str, list[float]]] = {}
+  counts: dict[str, int] = {}
   for start in range(0, len(docs), 16):
     chunk = docs[start:start + 16]
     ids = np.stack([tokens[d["offset"]:d["offset"] + length] for d in chunk]).astype(np.int32)
@@ -68,15 +69,15 @@ def main(argv=None) -> None:
              "segment_ids": np.ones_like(ids[:, 1:])}
     nll = np.asarray(nll_fn(params, batch))
     for d, row_w, row_nll in zip(chunk, w[:, 1:], nll):
-      task = sums.setdefault(d["task"], {"first": [], "rest": [], "documents": []})
-      task["documents"].append(1.0)
+      task = sums.setdefault(d["task"], {"first": [], "rest": []})
+      counts[d["task"]] = counts.get(d["task"], 0) + 1
       for s, e in answer_spans(row_w):
         if e - s >= 2:
           task["first"].append(float(row_nll[s + 1]))
           task["rest"].extend(row_nll[s + 2:e].tolist())
   out = {t: {"first": round(float(np.mean(v["first"])), 4) if v["first"] else None,
              "rest": round(float(np.mean(v["rest"])), 4) if v["rest"] else None,
-             "documents": len(v["documents"])} for t, v in sorted(sums.items())}
+             "documents": counts[t]} for t, v in sorted(sums.items())}
   print(json.dumps(out))
   if args.output:
     shards.atomic_write_json(args.output, out)

@@ -68,6 +68,9 @@ REPO = gpu.REPO
 FIXTURES = gpu.FIXTURES
 PHASES = ("phase2a", "phase2b", "phase2", "phase2_5", "phase3")
 SHORT_PHASES = ("phase2a", "phase2b", "phase2")  # at L, from configs/phase2.py
+# The longctx documents each short phase trains on (its mix; the answer-loss probe reads
+# their val split).
+PHASE_LONGCTX = {"phase2a": "longctx_warmup", "phase2b": "longctx_tiny", "phase2": "longctx_short"}
 EVAL_PHASES = ("phase2", "phase2_5", "phase3")
 CONTROLS = ("no_rope", "linear_pi", "replay_for_longctx")
 CHAT_PROMPTS = gpu.CHAT_PROMPTS[:3]
@@ -151,6 +154,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if bad:
     p.error(f"--controls: unknown {bad}; choose from {CONTROLS} or 'all'")
   args.control_list = controls
+  bad = sorted(set(c for c in args.curve_phases.split(",") if c) - set(SHORT_PHASES))
+  if bad:
+    p.error(f"--curve_phases: {bad} are not short phases; choose from {SHORT_PHASES}")
   args.lengths = [int(x) for x in args.eval_lengths.split(",")]
   return args
 
@@ -251,11 +257,11 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           *gpu.sft_sources(chats), "--target_train_tokens", int(0.25 * n3) + 4 * L4, "--target_val_tokens", val,
           "--val_fraction", 0.1, *tok)),
       ("mix_phase2a", _interleave(paths, "phase2a_mixed", L, n2a, val, [
-          ("longctx", "longctx_warmup", 1.0)])),
+          ("longctx", PHASE_LONGCTX["phase2a"], 1.0)])),
       ("mix_phase2b", _interleave(paths, "phase2b_mixed", L, n2b, val, [
-          ("longctx", "longctx_tiny", 1.0)])),
+          ("longctx", PHASE_LONGCTX["phase2b"], 1.0)])),
       ("mix_phase2", _interleave(paths, "phase2_mixed", L, replay_tokens, val, [
-          ("code", "code", 0.5), ("longctx_short", "longctx_short", 0.5)])),
+          ("code", "code", 0.5), ("longctx_short", PHASE_LONGCTX["phase2"], 0.5)])),
       ("mix_phase2_5", _interleave(paths, "phase2_5_mixed", L4, n25, val, [
           ("phase2", "phase2_mixed", 0.5), ("tools", "tools", 0.25),
           ("longctx", "longctx_long", 0.25)])),
@@ -361,10 +367,6 @@ def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, l
   return cmds
 
 
-# The longctx documents each short phase trains on: the answer-loss probe reads their val split.
-PHASE_LONGCTX = {"phase2a": "longctx_warmup", "phase2b": "longctx_tiny", "phase2": "longctx_short"}
-
-
 def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
                ) -> list[tuple[str, list[str]]]:
   """Per kept checkpoint of a phase: jaxlm.eval of the held-out passkey at L and the builder's
@@ -375,7 +377,7 @@ def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
       latest) else []
   digits = [(f"digits{step}", gpu.py(
       "experiments.bridge.answer_loss", "--checkpoint", os.path.join(latest, str(step)),
-      "--data", os.path.join(paths.shard(PHASE_LONGCTX.get(phase, "longctx_short")), "val"),
+      "--data", os.path.join(paths.shard(PHASE_LONGCTX[phase]), "val"),
       "--output", paths.eval_json(phase, variant, f"digits{step:05d}"))) for step in steps]
   return digits + [(str(step), gpu.py(
       "jaxlm.eval", "--checkpoint", os.path.join(latest, str(step)), "--tokenizer",
