@@ -89,25 +89,56 @@ PASSKEY_TEMPLATES = (
      "What is the serial number of the device? The serial number of the device is"),
     ("Important: the order id is {key}.", "What is the order id? The order id is"),
 )
-# Generated passkey phrasings (--passkey_phrasings generated): a frame filled with an
-# adjective and a noun from _WORDS / _NOUNS, so a document's question names its needle by
-# two words seen nowhere else in the document. Thousands of phrasings make the model learn to
-# find the question's words in the context and copy what follows them (an induction head),
-# not one sentence; the held-out phrasings (eval_tasks.PASSKEY_HELDOUT_TEMPLATES) use none of
-# these frames or words.
+# Generated passkey phrasings (--passkey_phrasings generated): a needle frame naming a thing by
+# an adjective and a noun from _WORDS / _NOUNS, and a question made of an opener and the
+# frame's answer lead. The frames place the key after "is", after a colon, mid-sentence,
+# after an inserted clause and before the thing's name, and the question words differ from
+# the needle's, so what a model can learn from them is to find the thing the question names
+# and copy the number stated with it, not a sentence. Half of the needles sit inside a line
+# of filler, half on their own line. The held-out phrasings (eval_tasks.
+# PASSKEY_HELDOUT_TEMPLATES) use none of these frames, openers or content words (tests check).
+# (needle, what the question asks for, answer lead); the lead is where the key follows.
 PASSKEY_FRAMES = (
-    ("The {a} {n} code is {key}.", "What is the {a} {n} code? The {a} {n} code is"),
-    ("Note the {a} {n} value: {key}.", "What was the {a} {n} value? The {a} {n} value is"),
-    ("{A} {n} has the number {key}.", "Which number does {a} {n} have? {A} {n} has the number"),
-    ("The key of the {a} {n} is {key}.", "What is the key of the {a} {n}? The key of the {a} {n} is"),
+    ("The {a} {n} code is {key}.", "{a} {n} code", "The {a} {n} code is"),
+    ("Note the {a} {n} value: {key}.", "{a} {n} value", "The {a} {n} value is"),
+    ("{A} {n} has the number {key}.", "number of {a} {n}", "{A} {n} has the number"),
+    ("The key of the {a} {n} is {key}.", "key of the {a} {n}", "The key of the {a} {n} is"),
+    ("The {a} {n} id is {key}, as agreed.", "{a} {n} id", "The {a} {n} id is"),
+    ("Keep the {a} {n} pin {key} somewhere safe.", "{a} {n} pin", "The {a} {n} pin is"),
+    ("The {a} {n} was set to {key} this morning.", "setting of the {a} {n}", "The {a} {n} is"),
+    ("For the {a} {n}, use {key}.", "{a} {n} setting", "The {a} {n} setting is"),
+    ("The {a} {n} number given to the crew is {key}.", "{a} {n} number",
+     "The {a} {n} number is"),
+    ("We logged {key} as the {a} {n} reading.", "{a} {n} reading", "The {a} {n} reading is"),
+    ("{A} {n} tag: {key}.", "{a} {n} tag", "The {a} {n} tag is"),
+    ("The dial of the {a} {n} shows {key}.", "reading on the {a} {n} dial",
+     "The {a} {n} dial shows"),
+    ("Our {a} {n} figure is {key}; check it twice.", "{a} {n} figure", "The {a} {n} figure is"),
+    ("Enter {key} in the {a} {n} field.", "{a} {n} field", "The {a} {n} field is"),
 )
+PASSKEY_OPENERS = ("What is the {q}?", "What was the {q}?", "Recall the {q}.",
+                   "Tell me the {q}.", "Do you remember the {q}?", "Which is the {q}?",
+                   "Name the {q}.", "The {q} came up earlier.")
 PASSKEY_PHRASINGS = ("fixed", "generated", "both")
 _WORDS = ("amber azure bold brisk calm cedar coral crisp dawn deep dusty eager fern frost gentle "
           "golden granite hazel ivory jade keen lunar maple misty noble ochre pale quiet rapid "
-          "rustic sable silver slate solar swift tawny velvet vivid wild").split()
+          "rustic sable silver slate solar swift tawny velvet vivid wild bright hollow little "
+          "broad steep scarlet dim humble royal northern western upper lower hidden spare "
+          "crimson faint plain gray narrow open round sharp").split()
 _NOUNS = ("badger beacon canyon comet crane delta ember falcon fjord garnet harbor heron island "
           "jaguar kestrel lagoon lantern marlin meadow nebula orchid otter quarry raven reef "
-          "sparrow summit thistle tundra valley walrus willow zephyr").split()
+          "sparrow summit thistle tundra valley walrus willow zephyr anchor barrel cabin candle "
+          "castle cellar compass engine forge gallery garden glacier hammer kettle ladder "
+          "mirror needle parlor pillar pump radio saddle signal tower tunnel wagon window").split()
+
+
+def _generated_phrasing(rng, key: str) -> tuple[str, str]:
+  """(needle sentence, question ending in the answer lead) of one generated phrasing."""
+  needle, q, lead = PASSKEY_FRAMES[rng.randrange(len(PASSKEY_FRAMES))]
+  a, n = rng.choice(_WORDS), rng.choice(_NOUNS)
+  words = {"a": a, "n": n, "A": a.capitalize(), "key": key}
+  opener = PASSKEY_OPENERS[rng.randrange(len(PASSKEY_OPENERS))].format(q=q.format(**words))
+  return needle.format(**words), f"{opener} {lead.format(**words)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,12 +194,12 @@ def solve_from_text(task: str, document_text: str) -> str:
     for needle, question in PASSKEY_TEMPLATES:
       if text.endswith(question):
         return re.search(_needle_pattern(needle), text).group(1)
-    for needle, question in PASSKEY_FRAMES:
-      m = re.search(_frame_pattern(question) + r"\Z", text)
-      if m:
-        words = {k: v for k, v in m.groupdict().items()}
-        return re.search(_needle_pattern(needle.replace("{key}", "\0").format(
-            **words).replace("\0", "{key}")), text).group(1)
+    for needle, _, lead in PASSKEY_FRAMES:  # leads are shared: try every frame that fits
+      m = re.search(_frame_pattern(lead) + r"\Z", text)
+      found = m and re.search(_needle_pattern(needle.replace("{key}", "\0").format(
+          **m.groupdict()).replace("\0", "{key}")), text)
+      if found:
+        return found.group(1)
     raise ValueError("no passkey question at the end of the text")
   if task == "kv_retrieval":
     key = _last_match(r'Which value does record "([^"]+)" hold\? Value:\Z', text).group(1)
@@ -492,16 +523,15 @@ class TaskMaker:
     key = _number(rng, set(), *self.key_digits)
     d = self.distance(rng, 64)
     phrasing = self.cfg.get("passkey_phrasings", "fixed")
+    sep = "\n"
     if phrasing == "generated" or (phrasing == "both" and rng.random() < 0.5):
-      frame, qframe = PASSKEY_FRAMES[rng.randrange(len(PASSKEY_FRAMES))]
-      a, n = rng.choice(_WORDS), rng.choice(_NOUNS)
-      words = {"a": a, "n": n, "A": a.capitalize()}
-      template = frame.replace("{key}", "\0").format(**words).replace("\0", "{key}")
-      question = qframe.format(**words)
+      sentence, question = _generated_phrasing(rng, key)
+      sep = rng.choice(("\n", " "))  # inside a line of filler, as prompts put them, or alone
     else:
       template, question = PASSKEY_TEMPLATES[rng.randrange(len(PASSKEY_TEMPLATES))]
-    tail_lead = "\n" + question
-    needle = Needle("\n" + template.format(key=key) + "\n", d)
+      sentence = template.format(key=key)
+    tail_lead = sep + question
+    needle = Needle(sep + sentence + sep, d)
     return Plan("passkey", [needle], [(tail_lead, False), (f" {key}", True), (".\n", False)],
                 [(key, 0)], self.kind(rng))
 

@@ -600,6 +600,70 @@ def synthesize(rng, library: list[Function] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
+# Generated names: a model that sees 15 functions learns their names, not to read the schemas it
+# is offered (it then calls a training function whatever the tools). With --rename_share, that
+# share of synthetic conversations gives its functions and parameters fresh names, consistently in
+# the schemas, the calls and the eval facts, so the call can only be written by copying names from
+# the offered schema. No word of a held-out function's or parameter's name is used (tests check).
+
+_NAME_VERBS = ("fetch", "lookup", "compute", "check", "list", "create", "send", "book", "convert",
+               "find", "estimate", "query", "resolve", "load", "plan", "record", "schedule",
+               "quote", "scan", "track")
+_NAME_NOUNS = ("ledger", "parcel", "voucher", "invoice", "route", "shift", "badge", "permit",
+               "harvest", "cargo", "tariff", "meter", "venue", "roster", "fleet", "quota",
+               "signal", "archive", "ticketing", "rental", "forecast", "inventory", "payroll",
+               "mileage", "storage", "dosage", "transit", "warranty", "booking", "rate")
+_PARAM_WORDS = ("amount", "code", "ref", "slot", "mode", "tier", "zone", "handle", "scope",
+                "label", "origin", "limit", "span", "unit", "place", "when", "size",
+                "kind", "level", "group", "owner", "value", "range", "key", "note", "window")
+
+
+def _fresh_name(rng, parts: tuple[tuple[str, ...], ...], used: set) -> str:
+  while True:
+    name = "_".join(rng.choice(words) for words in parts)
+    if name not in used:
+      used.add(name)
+      return name
+
+
+def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict
+                     ) -> tuple[list[dict], list[dict], dict]:
+  """The conversation with every offered function and parameter under a generated name."""
+  fn_names, used = {}, set()
+  params: dict[str, dict[str, str]] = {}
+  for tool in tools:
+    fn_names[tool["name"]] = _fresh_name(rng, (_NAME_VERBS, _NAME_NOUNS), used)
+    taken: set = set()
+    params[tool["name"]] = {
+        p: _fresh_name(rng, (_PARAM_WORDS,) if rng.random() < 0.5 else
+                       (_PARAM_WORDS, _PARAM_WORDS), taken)
+        for p in tool["parameters"]["properties"]}
+
+  def schema(tool):
+    names = params[tool["name"]]
+    spec = tool["parameters"]
+    return {**tool, "name": fn_names[tool["name"]],
+            "parameters": {**spec, "properties": {names[k]: v for k, v in
+                                                  spec["properties"].items()},
+                           "required": [names[k] for k in spec["required"]]}}
+
+  def call(c):
+    names = params[c["name"]]
+    return {"name": fn_names[c["name"]],
+            "arguments": {names[k]: v for k, v in c["arguments"].items()}}
+
+  out = [{**m, "tool_calls": [call(c) for c in m["tool_calls"]]} if m.get("tool_calls") else m
+         for m in messages]
+  facts = dict(facts)
+  if facts.get("expected_name"):
+    names = params[facts["expected_name"]]
+    if facts.get("expected_arguments") is not None:
+      facts["expected_arguments"] = {names[k]: v for k, v in facts["expected_arguments"].items()}
+    facts["expected_name"] = fn_names[facts["expected_name"]]
+  return out, [schema(t) for t in tools], facts
+
+
+# ----------------------------------------------------------------------------------------------
 # Checking calls
 
 
@@ -818,8 +882,10 @@ def _too_long(doc: bu.Document, where: str):
 def _synthetic_item(item):
   split, index = item
   cfg = bu.worker_state()["cfg"]
-  messages, tools, _ = synthesize(bu.doc_rng(cfg["seed"], "tools", split, index),
-                                 bu.worker_state()["train_library"])
+  rng = bu.doc_rng(cfg["seed"], "tools", split, index)
+  messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"])
+  if rng.random() < cfg.get("rename_share", 0.0):
+    messages, tools, _ = rename_functions(rng, messages, tools, facts)
   problems = call_problems(messages, tools)
   if problems:
     return bu.Skipped("invalid_synthetic_call", problems[0])
@@ -881,6 +947,9 @@ def parse_args(argv=None):
   p.add_argument("--strict", action="store_true", help="fail on the first malformed record")
   p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
   p.add_argument("--eval_examples", type=int, default=500)
+  p.add_argument("--rename_share", type=float, default=0.0,
+                 help="share of synthetic train/val conversations whose functions and "
+                      "parameters get generated names (teaches reading the offered schema)")
   p.add_argument("--heldout_functions", default=",".join(HELDOUT_FUNCTIONS),
                  help="synthetic functions kept out of train/val and asked in eval.jsonl "
                       "('' = none: eval.jsonl then uses the training schemas)")
@@ -897,10 +966,14 @@ def build(args) -> bu.Report:
                      f"with python -m data_pipeline.tokenizer")
   heldout = tuple(n.strip() for n in args.heldout_functions.split(",") if n.strip())
   split_library(heldout)  # bad names fail here, before any work
-  cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout}
+  if not 0.0 <= args.rename_share <= 1.0:
+    raise ValueError(f"--rename_share {args.rename_share} is not a share in [0, 1]")
+  cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
+         "rename_share": args.rename_share}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
-          "seq_len": args.seq_len, "heldout_functions": list(heldout)}
+          "seq_len": args.seq_len, "heldout_functions": list(heldout),
+          "rename_share": args.rename_share}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   tokens_per_source = {}
   with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \

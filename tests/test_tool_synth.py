@@ -225,3 +225,38 @@ def test_heldout_functions_flag(tmp_path, tokenizer_path):
     bu.run_main(lambda: build(tmp_path / "bad", tokenizer_path, "--heldout_functions", "nope"))
   out = build(tmp_path / "none", tokenizer_path, "--heldout_functions", "")
   assert read_report(out)["heldout_functions"] == []
+
+
+def test_renamed_functions_must_be_read_from_the_schema(tmp_path, tokenizer_path, tokenizer):
+  """--rename_share 1: every synthetic conversation offers its functions and parameters under
+  generated names, consistently in schema and call (the calls still validate), none built from
+  a held-out function's or parameter's words; the held-out eval is untouched."""
+  out = build(tmp_path / "ren", tokenizer_path, "--rename_share", "1")
+  plain = build(tmp_path / "plain", tokenizer_path)
+  library = {f.name for f in tool_synth.LIBRARY}
+  held_words = set()
+  for f in tool_synth.LIBRARY:
+    if f.name in tool_synth.HELDOUT_FUNCTIONS:
+      held_words.update(f.name.split("_"))
+      for p in f.params:
+        held_words.update(p.name.split("_"))
+  names, n_calls = set(), 0
+  for _, text in conversations(os.path.join(out, "train"), tokenizer):
+    tools = json.loads(re.search(r"<tools>(.*?)</tools>", text, re.S).group(1))
+    offered = {t["name"]: t for t in tools}
+    assert not set(offered) & library
+    for t in tools:
+      words = set(t["name"].split("_"))
+      for p in t["parameters"]["properties"]:
+        words.update(p.split("_"))
+      assert not words & held_words, (t["name"], words & held_words)
+    for call in re.findall(re.escape(chat_format.TOOL_CALL_OPEN) + "(.*?)" +
+                           re.escape(chat_format.TOOL_CALL_CLOSE), text, re.S):
+      n_calls += 1
+      assert not chat_format.validate_tool_call(call, tools), call
+    names.update(offered)
+  assert n_calls >= 10 and len(names) >= 20
+  assert read_jsonl(os.path.join(out, "eval.jsonl")) == read_jsonl(os.path.join(plain,
+                                                                                "eval.jsonl"))
+  with pytest.raises(ValueError, match="--rename_share"):
+    build(tmp_path / "bad", tokenizer_path, "--rename_share", "1.5")

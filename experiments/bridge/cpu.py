@@ -96,8 +96,9 @@ CPU_PROFILE = dict(
     tools_records=24, chat_max_new_tokens=32, curve_records=48,
     curve_phases="phase2a,phase2b,phase2", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
-    short_tasks="passkey,multi_query,copy_span", tiny_distance=24, passkey_phrasings="both",
-    warmup_phrasings="fixed", key_digits="3,7",
+    short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
+    tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
+    tools_rename_share=0.5,
 )
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
@@ -108,8 +109,9 @@ SMOKE_PROFILE = dict(
     val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
-    short_tasks="passkey,multi_query,copy_span", tiny_distance=24, passkey_phrasings="both",
-    warmup_phrasings="fixed", key_digits="3,7",
+    short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
+    tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
+    tools_rename_share=0.5,
 )
 
 
@@ -133,8 +135,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="name of this main chain in results.json (e.g. theta500k)")
   for name, value in CPU_PROFILE.items():
     p.add_argument(f"--{name}", type=type(value), default=None)
-  # short_tasks: the longctx_hard tasks of the 128-token documents (what does not fit is left
-  # out); warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
+  # short_tasks: the longctx_hard tasks of the warm-up's 128-token documents (what does not fit
+  # is left out); phase2_tasks: those of phase2's retrieval half (copy_span, never learned at
+  # this scale, gives its share to passkey); tools_rename_share: tool_synth --rename_share;
+  # warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
   # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
   # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
   args = p.parse_args(argv)
@@ -208,8 +212,9 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
   code_input = os.path.join(stdlib, args.code_input) if args.code_input else stdlib
   longctx = ["--answer_weight", args.answer_weight, "--filler_chars", args.filler_chars,
              "--num_workers", w]
-  short = ["--seq_len", L, "--max_doc_tokens", L, "--tasks", args.short_tasks,
-           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok]
+  short = ["--seq_len", L, "--max_doc_tokens", L, "--target_val_tokens", val,
+           "--eval_examples", 64, *longctx, *tok]
+  warm = ["--tasks", args.short_tasks]
   # Controls replace longctx by replay in phase2_5: every mix is cut from the same sources.
   replay_tokens = max(0.5 * n2 + 0.5 * n25 + 0.15 * n3, 0.75 * n25)
   stages = [
@@ -224,18 +229,18 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
       ("longctx_warmup", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_warmup"),
           "--min_distance", args.min_distance, "--passkey_phrasings", args.warmup_phrasings,
-          "--target_train_tokens", int(n2a) + 4 * L, *short)),
+          "--target_train_tokens", int(n2a) + 4 * L, *warm, *short)),
       # phase2b: the same, every answer 2..tiny_distance tokens after its information.
       ("longctx_tiny", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_tiny"),
           "--min_distance", 2, "--max_distance", args.tiny_distance,
           "--passkey_phrasings", args.warmup_phrasings,
-          "--target_train_tokens", int(n2b) + 4 * L, *short)),
+          "--target_train_tokens", int(n2b) + 4 * L, *warm, *short)),
       # phase2 (and its replay): every phrasing, distances 2..L.
       ("longctx_short", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_short"),
           "--min_distance", 2, "--passkey_phrasings", args.passkey_phrasings,
-          "--key_digits", args.key_digits,
+          "--key_digits", args.key_digits, "--tasks", args.phase2_tasks,
           "--target_train_tokens", int(0.5 * replay_tokens) + 4 * L, *short)),
       ("longctx_long", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
@@ -248,7 +253,8 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           "--glaive", os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json"),
           "--hermes", os.path.join(FIXTURES, "hermes_function_calling_v1_sample.json"),
           "--target_train_tokens", int(0.25 * n25) + 4 * L4, "--target_val_tokens", val,
-          "--eval_examples", 4 * args.tools_records, "--num_workers", w, *tok)),
+          "--eval_examples", 4 * args.tools_records, "--rename_share", args.tools_rename_share,
+          "--num_workers", w, *tok)),
       ("stdlib_chats", gpu.py_call(
           f"from experiments import quickstart; quickstart.stdlib_chats({chats!r}, "
           f"limit={args.stdlib_chats})")),
