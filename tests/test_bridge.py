@@ -253,6 +253,15 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   run = results["runs"]["seed0/main"]
   assert list(run["phases"]) == ["phase2a", "phase2b", "phase2", "phase2_5", "phase3"]
   assert all(s["status"] == "ok" for s in run["stages"]), run["stages"]
+  # The smoke gate never sees a click (--click_loss 0): both rounds run, and phase2 starts
+  # from the second.
+  p2b = run["phases"]["phase2b"]
+  assert [r["round"] for r in p2b["gate"]["rounds"]] == [1, 2] and p2b["steps"] == 4
+  assert not p2b["gate"]["rounds"][-1]["clicked"]
+  with open(tmp_path / "work" / "seed0" / "workdirs" / "phase2" / "config.json") as f:
+    assert json.load(f)["init_from"] == p2b["gate"]["final"]
+  assert p2b["gate"]["final"].endswith("phase2b_round2_final")
+  assert "## Phase2b gate" in (out / "RESULTS.md").read_text()
   p3 = run["phases"]["phase3"]
   assert p3["steps"] == 2 and p3["tokens"] == 2 * 256 and p3["seed"] == 0
   assert set(p3["heldout_by_length"]) == {"128"} and set(p3["passkey_by_length"]) == {"128"}
@@ -299,3 +308,11 @@ def test_cpu_curve_phases_must_be_short_phases(capsys):
   with pytest.raises(SystemExit):
     cpu.parse_args(["--curve_phases", "phase2,phase2_5"])
   assert "--curve_phases: ['phase2_5']" in capsys.readouterr().err
+
+
+def test_cpu_gate_reads_the_passkey_digits():
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  assert cpu.clicked({"passkey": {"first": 0.40, "rest": 0.79}}, 1.0) == (0.595, True)
+  assert cpu.clicked({"passkey": {"first": 1.34, "rest": 1.24}}, 1.0) == (1.29, False)
+  with pytest.raises(ValueError, match="no passkey documents"):
+    cpu.clicked({"multi_query": {"first": 0.1, "rest": 0.1}}, 1.0)
