@@ -14,15 +14,20 @@ supplies the stage runner, the interleave command and the chat probe):
             of the standard library; longctx_hard at L (passkey, multi_query and copy_span in
             128-token documents: longctx_warmup with the 8 fixed passkey phrasings and
             distances 8..~110, longctx_tiny the same with answers 2-24 tokens after their
-            information, longctx_short with fixed + generated phrasings and distances 2..~110)
-            and at 4L (every task, full window); tool_synth at 4L (four schemas held out of
-            training: its eval.jsonl asks only them); sft (generated stdlib chats + fixture
+            information, longctx_short with passkey and multi_query only, fixed + generated
+            phrasings and distances 2..~110) and at 4L (every task, full window); tool_synth at
+            4L (four schemas held out of training: its eval.jsonl asks only them; half the
+            training conversations name their functions and parameters with generated words,
+            --tools_rename_share, so a call can only be written by reading the schema); sft (generated stdlib chats + fixture
             chats ~90%, glaive tool chats ~10%); interleave:
   phase2a   L, from scratch, longctx_warmup: the filler's language and the task formats
   phase2b   L, params-only from phase2a, longctx_tiny: the copy "clicks" (answer digits go
-            from ~2.3 nats to ~0 within ~100 steps; NOTES.md has the runs that show why)
-  phase2    L, params-only from phase2b: code 0.5 + longctx_short 0.5 (carries the copy to
-            generated phrasings, hence to held-out ones)
+            from ~2.3 nats to ~0 within ~100 steps; NOTES.md has the runs that show why). A
+            gate probes the passkey digits after each round and, until they show the copy,
+            trains another round of --phase2b_more_steps (at most --phase2b_rounds in all)
+  phase2    L, params-only from phase2b's last round: code 0.5 + longctx_short 0.5 (carries
+            the copy to 14 generated needle frames x 8 question openers, hence to held-out
+            phrasings)
   phase2_5  4L, params-only from phase2: phase2 replay 0.5 + tools 0.25 + longctx 4L 0.25,
             RoPE base 10k -> --bridge_rope_theta (default 44k, see ROPE below)
   phase3    4L, params-only from phase2_5's best: code 0.10 + phase2 0.15 + longctx 4L 0.50 +
