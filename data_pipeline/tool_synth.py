@@ -12,7 +12,10 @@ an assistant call whose arguments validate against the schema, the tool's respon
 final answer. Also: turns that need no call (unrelated questions, requests no tool can serve,
 requests missing required details), several calls (parallel in one turn, or one per turn)
 and tool errors. Every call is checked with chat_format.validate_tool_call before it is
-written; a failure is counted and the conversation dropped.
+written; a failure is counted and the conversation dropped. With --rename_share S, a share S
+of the synthetic train/val conversations offer their functions and parameters under generated
+names (`lookup_parcel(zone, ref_slot)`), so the call has to be read off the offered schema
+rather than remembered; the held-out eval keeps the real names.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
