@@ -897,6 +897,7 @@ class CpuRun:
         if rec.get(k) is None and old.get(k) is not None:
           rec[k] = old[k]
       run["phases"][phase] = rec
+    run["phases"] = {p: run["phases"][p] for p in PHASES if p in run["phases"]}  # chain order
     with self.runner.lock:
       now = [{"name": s.name, "status": s.status, "seconds": s.seconds, "command": s.command}
              for s in self.runner.stages]
