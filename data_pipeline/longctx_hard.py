@@ -132,7 +132,7 @@ _NOUNS = ("badger beacon canyon comet crane delta ember falcon fjord garnet harb
           "mirror needle parlor pillar pump radio saddle signal tower tunnel wagon window").split()
 
 
-def _generated_phrasing(rng, key: str) -> tuple[str, str]:
+def generated_phrasing(rng, key: str) -> tuple[str, str]:
   """(needle sentence, question ending in the answer lead) of one generated phrasing."""
   needle, q, lead = PASSKEY_FRAMES[rng.randrange(len(PASSKEY_FRAMES))]
   a, n = rng.choice(_WORDS), rng.choice(_NOUNS)
@@ -525,7 +525,7 @@ class TaskMaker:
     phrasing = self.cfg.get("passkey_phrasings", "fixed")
     sep = "\n"
     if phrasing == "generated" or (phrasing == "both" and rng.random() < 0.5):
-      sentence, question = _generated_phrasing(rng, key)
+      sentence, question = generated_phrasing(rng, key)
       sep = rng.choice(("\n", " "))  # inside a line of filler, as prompts put them, or alone
     else:
       template, question = PASSKEY_TEMPLATES[rng.randrange(len(PASSKEY_TEMPLATES))]

@@ -93,7 +93,7 @@ class Probe:
 # ------------------------------------------------------------------ filling to a length
 
 
-def _filled_prompt(tokenizer, build, target_tokens: int, label: str) -> list[int]:
+def filled_prompt(tokenizer, build, target_tokens: int, label: str) -> list[int]:
   """Token ids of `build(n)` with the largest filler count n that fits `target_tokens`.
 
   `build(n)` returns the prompt text holding n filler paragraphs. Tokenisation is not
@@ -139,7 +139,7 @@ def _with_needles(filler_count: int, needles: Sequence[tuple[float, str]],
 # ------------------------------------------------------------------ passkey
 
 
-def _heldout_paragraphs(rng: random.Random, count: int) -> list[str]:
+def heldout_paragraphs(rng: random.Random, count: int) -> list[str]:
   """Filler paragraphs of three held-out sentences each, drawn once per prompt."""
   return [" ".join(rng.sample(PASSKEY_HELDOUT_FILLER, 3)) for _ in range(count)]
 
@@ -162,7 +162,7 @@ def passkey_probe(tokenizer, length: int, depth: float, key: int, phrasing: str 
     instruction = PASSKEY_HELDOUT_INSTRUCTION
     needle_t, question = PASSKEY_HELDOUT_TEMPLATES[rng.randrange(len(PASSKEY_HELDOUT_TEMPLATES))]
     # Enough paragraphs for any length: a paragraph is > 20 tokens with any tokenizer here.
-    paragraphs = _heldout_paragraphs(rng, max(4, length // 8))
+    paragraphs = heldout_paragraphs(rng, max(4, length // 8))
   else:
     raise ValueError(f"passkey phrasing {phrasing!r}; phrasings are {list(PASSKEY_PHRASINGS)}")
   needle = needle_t.format(key=key)
@@ -170,7 +170,7 @@ def passkey_probe(tokenizer, length: int, depth: float, key: int, phrasing: str 
   def build(n):
     return " ".join([instruction, _with_needles(n, [(depth, needle)], paragraphs), question])
 
-  ids = _filled_prompt(tokenizer, build, length, f"passkey length {length}")
+  ids = filled_prompt(tokenizer, build, length, f"passkey length {length}")
   return Probe("passkey", ids, [str(key)], length, depth, PASSKEY_MAX_NEW_TOKENS)
 
 
@@ -269,7 +269,7 @@ def ruler_probe(tokenizer, task: str, length: int, rng: random.Random) -> Probe:
   def build(n):
     return " ".join([instruction, _with_needles(n, placed), question])
 
-  ids = _filled_prompt(tokenizer, build, length, f"{task} length {length}")
+  ids = filled_prompt(tokenizer, build, length, f"{task} length {length}")
   return Probe(task, ids, refs, length, None, RULER_MAX_NEW_TOKENS[task])
 
 

@@ -333,14 +333,18 @@ def _seq(args, phase: str) -> int:
   return args.short_len if phase in SHORT_PHASES else args.long_len
 
 
+def _steps(args, phase: str, variant: str = "main") -> int:
+  if phase == "phase2b" and variant != "main":  # a further round of the gate
+    return args.phase2b_more_steps
+  return getattr(args, f"{phase}_steps")
+
+
 def _rows(args, phase: str) -> int:
   return args.rows_short if phase in SHORT_PHASES else args.rows_long
 
 
 def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str]:
-  seq, steps = _seq(args, phase), getattr(args, f"{phase}_steps")
-  if phase == "phase2b" and variant != "main":  # a further round of the gate
-    steps = args.phase2b_more_steps
+  seq, steps = _seq(args, phase), _steps(args, phase, variant)
   mix = {"phase2_5": "phase2_5_replay_mixed" if variant == "replay_for_longctx"
          else "phase2_5_mixed"}.get(phase, f"{phase}_mixed")
   previous_round = paths.final("phase2a") if phase != "phase2b" or variant == "main" else \
@@ -425,10 +429,9 @@ def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
   latest = os.path.join(paths.workdir(phase, variant), "latest")
   steps = sorted(int(d) for d in os.listdir(latest) if d.isdigit()) if os.path.isdir(
       latest) else []
-  digits = [(f"digits{step}", gpu.py(
-      "experiments.bridge.answer_loss", "--checkpoint", os.path.join(latest, str(step)),
-      "--data", os.path.join(paths.shard(PHASE_LONGCTX[phase]), "val"),
-      "--output", paths.eval_json(phase, variant, f"digits{step:05d}"))) for step in steps]
+  digits = [(f"digits{step}", digits_cmd(paths, phase, os.path.join(latest, str(step)),
+                                         paths.eval_json(phase, variant, f"digits{step:05d}")))
+            for step in steps]
   return digits + [(str(step), gpu.py(
       "jaxlm.eval", "--checkpoint", os.path.join(latest, str(step)), "--tokenizer",
       paths.tokenizer, "--suite", "passkey_heldout,longctx", "--lengths", args.short_len,
@@ -436,6 +439,12 @@ def curve_cmds(args, paths: Paths, phase: str, variant: str = "main"
       "--longctx_eval", os.path.join(paths.shard("longctx_short"), "eval.jsonl"),
       "--max_records", args.curve_records, "--batch_size", 16,
       "--output", paths.eval_json(phase, variant, f"curve{step:05d}"))) for step in steps]
+
+
+def digits_cmd(paths: Paths, phase: str, checkpoint: str, output: str) -> list[str]:
+  """The answer-digit losses of a checkpoint on the phase's own longctx val documents."""
+  return gpu.py("experiments.bridge.answer_loss", "--checkpoint", checkpoint, "--data",
+                os.path.join(paths.shard(PHASE_LONGCTX[phase]), "val"), "--output", output)
 
 
 def read_curve(paths: Paths, phase: str, variant: str) -> list[dict]:
@@ -840,14 +849,15 @@ class CpuRun:
     if phase == "phase2b" and variant == "main":  # a new phase2b: the old gate's rounds go
       if os.path.exists(gate_path(self.paths)):
         os.remove(gate_path(self.paths))
-      evals = os.path.dirname(self.paths.eval_json(phase, variant, "x"))
-      for name in os.listdir(evals):
-        if name.startswith("phase2b_round"):
-          os.remove(os.path.join(evals, name))
-      for k in range(2, self.args.phase2b_rounds + 10):
-        for d in (self.paths.workdir(phase, _round_variant(k)),
-                  self.paths.final(phase, _round_variant(k))):
-          shutil.rmtree(d, ignore_errors=True)
+      for folder in ("evals", "models", "workdirs"):
+        folder = os.path.join(self.paths.run, folder)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+          if name.startswith("phase2b_round"):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+              shutil.rmtree(path)
+            else:
+              os.remove(path)
     return self.stage(f"train_{phase}{_suffix(variant)}",
                       train_cmd(self.args, self.paths, phase, variant))
 
@@ -864,14 +874,12 @@ class CpuRun:
           for step, cmd in curve_cmds(args, paths, "phase2b", variant):
             self.stage(f"curve_phase2b{_suffix(variant)}_{step}", cmd)
       probe = paths.eval_json("phase2b", variant, "gate")
-      if not self.stage(f"gate_phase2b_round{k}", gpu.py(
-          "experiments.bridge.answer_loss", "--checkpoint", paths.final("phase2b", variant),
-          "--data", os.path.join(paths.shard(PHASE_LONGCTX["phase2b"]), "val"),
-          "--output", probe)):
+      if not self.stage(f"gate_phase2b_round{k}", digits_cmd(
+          paths, "phase2b", paths.final("phase2b", variant), probe)):
         return False
       loss, done = clicked(report.read_json(probe), args.click_loss)
-      rounds.append({"round": k, "steps": args.phase2b_steps if k == 1 else
-                     args.phase2b_more_steps, "passkey_digit_loss": loss, "clicked": done,
+      rounds.append({"round": k, "steps": _steps(args, "phase2b", variant),
+                     "passkey_digit_loss": loss, "clicked": done,
                      "final": paths.final("phase2b", variant)})
       gpu.write_atomic(gate_path(paths), json.dumps(
           {"click_loss": args.click_loss, "rounds": rounds,

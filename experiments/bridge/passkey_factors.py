@@ -41,7 +41,7 @@ def needle_and_question(phrasing: str, key: int, rng: random.Random) -> tuple[st
         len(longctx_hard.PASSKEY_TEMPLATES))]
     return needle.format(key=key), question
   if phrasing == "generated":
-    return longctx_hard._generated_phrasing(rng, str(key))  # pylint: disable=protected-access
+    return longctx_hard.generated_phrasing(rng, str(key))
   if phrasing == "heldout":
     needle, question = eval_tasks.PASSKEY_HELDOUT_TEMPLATES[rng.randrange(
         len(eval_tasks.PASSKEY_HELDOUT_TEMPLATES))]
@@ -59,8 +59,7 @@ def factor_probe(tokenizer, length: int, phrasing: str, filler: str, instruction
   needle, question = needle_and_question(phrasing, key, rng)
   count = max(4, length // 8)  # more paragraphs than any length here can hold
   paragraphs = ([rng.choice(stdlib_prose) for _ in range(count)] if filler == "stdlib"
-                else [" ".join(rng.sample(eval_tasks.PASSKEY_HELDOUT_FILLER, 3))
-                      for _ in range(count)])
+                else eval_tasks.heldout_paragraphs(rng, count))
   sep = "\n" if layout == "line" else " "
   head = [eval_tasks.PASSKEY_HELDOUT_INSTRUCTION] if instruction else []
 
@@ -68,8 +67,7 @@ def factor_probe(tokenizer, length: int, phrasing: str, filler: str, instruction
     at = round(depth * n)
     return sep.join(head + paragraphs[:at] + [needle] + paragraphs[at:n] + [question])
 
-  ids = eval_tasks._filled_prompt(  # pylint: disable=protected-access
-      tokenizer, build, length, f"passkey_factors length {length}")
+  ids = eval_tasks.filled_prompt(tokenizer, build, length, f"passkey_factors length {length}")
   return eval_tasks.Probe("passkey", ids, [str(key)], length, depth,
                           eval_tasks.PASSKEY_MAX_NEW_TOKENS)
 
