@@ -15,9 +15,11 @@ appear in the output, ignoring case.
   variable_track   a chain of assignments VAR A = 12345, VAR B = VAR A, ...; asked which
                    variables hold the number
 
-Lengths are in tokens of the given tokenizer (BOS included): each prompt is filled with
-whole filler paragraphs up to, never beyond, the target length. Anything with
-`encode(text) -> list[int]` and `bos_id` works as a tokenizer.
+Lengths are in tokens of the given tokenizer (BOS included) and hold the answer too, as
+RULER counts them and as `jaxlm.chat` requires of a model's context: each prompt is filled
+with whole filler paragraphs up to, never beyond, the length less the probe's answer budget
+(`max_new_tokens`), so a model asked at its own context length writes its answer inside it.
+Anything with `encode(text) -> list[int]` and `bos_id` works as a tokenizer.
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ class Probe:
 # ------------------------------------------------------------------ filling to a length
 
 
-def filled_prompt(tokenizer, build, target_tokens: int, label: str) -> list[int]:
-  """Token ids of `build(n)` with the largest filler count n that fits `target_tokens`.
+def filled_prompt(tokenizer, build, length: int, answer_tokens: int, label: str) -> list[int]:
+  """Token ids of `build(n)` with the largest filler count n that leaves `answer_tokens` of
+  `length` free for the answer.
 
   `build(n)` returns the prompt text holding n filler paragraphs. Tokenisation is not
   additive at the seams, so the count is estimated from the per-paragraph cost and then
@@ -103,10 +106,11 @@ def filled_prompt(tokenizer, build, target_tokens: int, label: str) -> list[int]
   def encoded(n):
     return [tokenizer.bos_id] + tokenizer.encode(build(n))
 
+  target_tokens = length - answer_tokens
   base = len(encoded(0))
   if base > target_tokens:
-    raise ValueError(f"{label}: {target_tokens} tokens is too short; the prompt without "
-                     f"filler is already {base} tokens")
+    raise ValueError(f"{label}: {length} tokens is too short; the prompt without filler is "
+                     f"already {base} tokens and the answer needs {answer_tokens} more")
   per = max(1, len(encoded(8)) - base) / 8
   n = max(0, int((target_tokens - base) / per))
   ids = encoded(n)
@@ -146,7 +150,7 @@ def heldout_paragraphs(rng: random.Random, count: int) -> list[str]:
 
 def passkey_probe(tokenizer, length: int, depth: float, key: int, phrasing: str = "train",
                   rng: random.Random | None = None) -> Probe:
-  """A passkey prompt of at most `length` tokens with the needle at `depth` in [0, 1].
+  """A passkey prompt whose answer ends within `length` tokens, needle at `depth` in [0, 1].
 
   phrasing "train": the Landmark-Attention prompt (its needle and question are also in the
   training data). "heldout": a held-out needle/question template, filler and instruction
@@ -170,7 +174,8 @@ def passkey_probe(tokenizer, length: int, depth: float, key: int, phrasing: str 
   def build(n):
     return " ".join([instruction, _with_needles(n, [(depth, needle)], paragraphs), question])
 
-  ids = filled_prompt(tokenizer, build, length, f"passkey length {length}")
+  ids = filled_prompt(tokenizer, build, length, PASSKEY_MAX_NEW_TOKENS,
+                      f"passkey length {length}")
   return Probe("passkey", ids, [str(key)], length, depth, PASSKEY_MAX_NEW_TOKENS)
 
 
@@ -217,7 +222,7 @@ def _code_needle(key: str, value: str) -> str:
 
 
 def ruler_probe(tokenizer, task: str, length: int, rng: random.Random) -> Probe:
-  """One RULER-style probe of at most `length` tokens."""
+  """One RULER-style probe whose answer ends within `length` tokens."""
   if task == "niah_single":
     key, value = _word(rng), _number(rng)
     needles = [_code_needle(key, value)]
@@ -255,8 +260,8 @@ def ruler_probe(tokenizer, task: str, length: int, rng: random.Random) -> Probe:
     value = str(rng.randint(10000, 99999))
     needles = [f"VAR {names[0]} = {value}."]
     needles += [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
-    question = (f"Which variables are assigned the value {value}, directly or through "
-                f"other variables? Answer: the variables assigned {value} are:")
+    question = (f"Which variables hold {value}, directly or through other variables? "
+                f"The variables holding {value} are:")
     refs = names
   else:
     raise ValueError(f"unknown RULER task {task!r}; tasks are {list(RULER_TASKS)}")
@@ -269,7 +274,8 @@ def ruler_probe(tokenizer, task: str, length: int, rng: random.Random) -> Probe:
   def build(n):
     return " ".join([instruction, _with_needles(n, placed), question])
 
-  ids = filled_prompt(tokenizer, build, length, f"{task} length {length}")
+  ids = filled_prompt(tokenizer, build, length, RULER_MAX_NEW_TOKENS[task],
+                      f"{task} length {length}")
   return Probe(task, ids, refs, length, None, RULER_MAX_NEW_TOKENS[task])
 
 

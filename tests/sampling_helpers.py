@@ -33,7 +33,7 @@ def needle_answers(prompt: str) -> list[str]:
   if "The pass key is" in prompt:
     return [re.search(r"The pass key is (\d+)\. Remember it", prompt).group(1)]
   if prompt.rstrip().endswith("are:") and "VAR " in prompt:
-    value = re.search(r"assigned the value (\d+)", prompt).group(1)
+    value = re.search(r"Which variables hold (\d+)", prompt).group(1)
     holders = {re.search(r"VAR (\w+) = " + value, prompt).group(1)}
     changed = True
     while changed:

@@ -26,8 +26,10 @@ def test_passkey_prompt_follows_the_protocol_and_fills_to_the_length(tok, depth)
   text = tok.decode(probe.prompt_ids)
   assert probe.prompt_ids[0] == tok.bos_id
   filler_tokens = len(tok.encode(eval_tasks.PASSKEY_FILLER + " "))
-  # Filled with whole paragraphs: at most the target, and one more would not fit.
-  assert 1000 - filler_tokens < len(probe.prompt_ids) <= 1000
+  # Filled with whole paragraphs up to the length less the answer's 10 tokens (the answer is
+  # written inside the length, as RULER counts it), and one more paragraph would not fit.
+  room = 1000 - probe.max_new_tokens
+  assert room - filler_tokens < len(probe.prompt_ids) <= room
   assert text.startswith(eval_tasks.PASSKEY_INSTRUCTION + " ")
   assert text.endswith(" " + eval_tasks.PASSKEY_QUESTION)
   needle = "The pass key is 4321. Remember it. 4321 is the pass key."
@@ -48,14 +50,20 @@ def test_passkey_keys_are_in_range_and_seeded(tok):
 
 
 def test_too_short_length_is_refused_with_the_length(tok):
-  with pytest.raises(ValueError, match="passkey length 50"):
+  with pytest.raises(ValueError, match="passkey length 50: 50 tokens is too short"):
     eval_tasks.passkey_probe(tok, 50, 0.5, key=1)
+  # A length that holds the bare prompt but not the answer after it is refused too.
+  bare = len([tok.bos_id] + tok.encode(" ".join([eval_tasks.PASSKEY_INSTRUCTION,
+                                                  eval_tasks.PASSKEY_NEEDLE.format(key=1),
+                                                  eval_tasks.PASSKEY_QUESTION])))
+  with pytest.raises(ValueError, match="the answer needs 10 more"):
+    eval_tasks.passkey_probe(tok, bare + 5, 0.5, key=1)
 
 
 @pytest.mark.parametrize("task", eval_tasks.RULER_TASKS)
 def test_ruler_prompts_hold_their_references(tok, task):
   probe = eval_tasks.ruler_probe(tok, task, 800, random.Random(0))
-  assert len(probe.prompt_ids) <= 800
+  assert len(probe.prompt_ids) + probe.max_new_tokens <= 800
   text = tok.decode(probe.prompt_ids)
   assert sorted(helpers.needle_answers(text)) == sorted(probe.references)
 
@@ -237,7 +245,7 @@ def test_heldout_passkey_prompt_shares_nothing_with_the_training_format(tok, dep
   probe = eval_tasks.passkey_probe(tok, 900, depth, key=4321, phrasing="heldout",
                                    rng=random.Random(7))
   text = tok.decode(probe.prompt_ids)
-  assert len(probe.prompt_ids) <= 900 and probe.references == ["4321"]
+  assert len(probe.prompt_ids) + probe.max_new_tokens <= 900 and probe.references == ["4321"]
   assert text.startswith(eval_tasks.PASSKEY_HELDOUT_INSTRUCTION + " ")
   assert any(text.endswith(" " + q) for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES)
   assert _heldout_key(text) == "4321" and text.count("4321") == 1

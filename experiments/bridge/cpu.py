@@ -15,7 +15,8 @@ supplies the stage runner, the interleave command and the chat probe):
             128-token documents: longctx_warmup with the 8 fixed passkey phrasings and
             distances 8..~110, longctx_tiny the same with answers 2-24 tokens after their
             information, longctx_short with passkey and multi_query only, fixed + generated
-            phrasings and distances 2..~110) and at 4L (every task, full window); tool_synth at
+            phrasings and distances 2..~110) and at 4L (passkey and multi_query, --long_tasks, every
+            distance up to the full window); tool_synth at
             4L (four schemas held out of training: its eval.jsonl asks only them; half the
             training conversations name their functions and parameters with generated words,
             --tools_rename_share, so a call can only be written by reading the schema); sft (generated stdlib chats + fixture
@@ -33,8 +34,9 @@ supplies the stage runner, the interleave command and the chat probe):
   phase3    4L, params-only from phase2_5's best: code 0.10 + phase2 0.15 + longctx 4L 0.50 +
             sft 0.25
   evals     after every phase: jaxlm.eval --suite passkey,passkey_heldout,tools,val at
-            --eval_lengths (96 = the shortest prompt that holds the Landmark passkey's
-            instruction, needle and question; L, 2L, 4L, and 8L for extrapolation) x depths;
+            --eval_lengths (each length holds the prompt and the 10 answer tokens, as RULER
+            counts it; 100 = the shortest that holds the Landmark passkey's instruction,
+            needle, question and answer; L, 2L, 4L, and 8L for extrapolation) x depths;
             tools = held-out schemas; val = the phase2 mix at L (replay). From phase2_5 on a
             second call: tools on the training schemas and val on the phase3 mix (SFT part).
             A few greedy chat replies after every phase.
@@ -97,11 +99,12 @@ CPU_PROFILE = dict(
     lr_phase2a=3e-3, lr_phase2b=2e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
     warmup_phase2a=50, warmup_phase2b=20, warmup_phase2=20, warmup_phase2_5=15,
     warmup_phase3=10,
-    val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="96,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=4,
+    val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="100,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=8,
     tools_records=24, chat_max_new_tokens=32, curve_records=48,
     curve_phases="phase2a,phase2b,phase2", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
+    long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
     tools_rename_share=0.5,
 )
@@ -116,6 +119,7 @@ SMOKE_PROFILE = dict(
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
     stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
+    long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
     tools_rename_share=0.5,
 )
@@ -143,7 +147,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(f"--{name}", type=type(value), default=None)
   # short_tasks: the longctx_hard tasks of the warm-up's 128-token documents (what does not fit
   # is left out); phase2_tasks: those of phase2's retrieval half (copy_span, never learned at
-  # this scale, gives its share to passkey); tools_rename_share: tool_synth --rename_share;
+  # this scale, gives its share to passkey); long_tasks: those of the 4L documents of
+  # phase2_5 and phase3 (the other tasks stayed near 0% at this scale and thin out the
+  # retrieval the bridge carries to 4L); tools_rename_share: tool_synth --rename_share;
   # warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
   # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
   # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
@@ -287,7 +293,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
           "--seq_len", L4, "--min_distance", args.min_distance,
           "--passkey_phrasings", args.passkey_phrasings, "--key_digits", args.key_digits,
-          "--target_train_tokens", int(0.25 * n25 + 0.5 * n3) + 4 * L4,
+          "--tasks", args.long_tasks, "--target_train_tokens", int(0.25 * n25 + 0.5 * n3) + 4 * L4,
           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
       ("tools", py(
           "data_pipeline.tool_synth", "--out_dir", paths.shard("tools"), "--seq_len", L4,

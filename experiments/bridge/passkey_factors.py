@@ -52,7 +52,8 @@ def needle_and_question(phrasing: str, key: int, rng: random.Random) -> tuple[st
 def factor_probe(tokenizer, length: int, phrasing: str, filler: str, instruction: bool,
                  layout: str, key: int, depth: float, seed: int,
                  stdlib_prose: list[str]) -> eval_tasks.Probe:
-  """One passkey prompt of at most `length` tokens; `seed` fixes its phrasing and filler."""
+  """One passkey prompt whose answer ends within `length` tokens (eval_tasks' convention);
+  `seed` fixes its phrasing and filler."""
   if filler not in FILLERS or layout not in LAYOUTS:
     raise ValueError(f"filler {filler!r} / layout {layout!r}; choose from {FILLERS} / {LAYOUTS}")
   rng = random.Random(seed)
@@ -67,7 +68,8 @@ def factor_probe(tokenizer, length: int, phrasing: str, filler: str, instruction
     at = round(depth * n)
     return sep.join(head + paragraphs[:at] + [needle] + paragraphs[at:n] + [question])
 
-  ids = eval_tasks.filled_prompt(tokenizer, build, length, f"passkey_factors length {length}")
+  ids = eval_tasks.filled_prompt(tokenizer, build, length, eval_tasks.PASSKEY_MAX_NEW_TOKENS,
+                                 f"passkey_factors length {length}")
   return eval_tasks.Probe("passkey", ids, [str(key)], length, depth,
                           eval_tasks.PASSKEY_MAX_NEW_TOKENS)
 
