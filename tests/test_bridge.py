@@ -219,6 +219,30 @@ def test_cpu_controls_change_one_thing_each(tmp_path):
       assert got["train_dir"] == main["train_dir"]  # same data, same steps
 
 
+def test_cpu_variant_chain_keeps_its_own_bridge(tmp_path, capsys):
+  """--variant_name: phase2_5 and phase3 under the variant's name, from the seed's own phase2,
+  never over the main chain's files; a control's name is refused."""
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  args = cpu.parse_args(["--workdir", str(tmp_path), "--variant_name", "steps600",
+                         "--phase2_5_steps", "600", "--start_at", "phase2_5"])
+  paths = cpu.Paths(args)
+  assert [cpu.chain_variant(args, p) for p in cpu.PHASES] == [
+      "main", "main", "main", "steps600", "steps600"]
+
+  def flags(phase):
+    cmd = cpu.train_cmd(args, paths, phase, cpu.chain_variant(args, phase))
+    return dict(c[len("--config."):].split("=", 1) for c in cmd if c.startswith("--config."))
+
+  bridge25, phase3 = flags("phase2_5"), flags("phase3")
+  assert bridge25["init_from"] == paths.final("phase2")  # the main chain's phase2
+  assert bridge25["workdir"] != paths.workdir("phase2_5")
+  assert bridge25["total_opt_steps"] == "600"
+  assert phase3["init_from"] == os.path.join(paths.workdir("phase2_5", "steps600"), "best")
+  with pytest.raises(SystemExit):
+    cpu.parse_args(["--variant_name", "no_rope"])
+  assert "no_rope" in capsys.readouterr().err
+
+
 def test_cpu_targets_judged_per_seed():
   from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
   lengths = [96, 128, 256, 512, 1024]
@@ -231,11 +255,25 @@ def test_cpu_targets_judged_per_seed():
       "phase3": {"heldout_by_length": {**good, "512": 0.93},
                  "passkey_by_length": {**good, "96": 0.5}, "tools_heldout":
                  {"valid_call_rate": 0.87}, "phase3_mix_val": {"sft": 2.5}}}},
-      "seed0/no_rope": {"phases": {}}}
+      "seed0/no_rope": {"phases": {}},
+      # A variant chain: judged on its own phase2_5 / phase3 against the seed's phase2.
+      "seed0/steps600": {"phases": {
+          "phase2_5": {"heldout_by_length": good, "tools_heldout": {"valid_call_rate": 0.5},
+                       "replay_val_loss": 2.03, "phase3_mix_val": {"sft": 3.0}}}}}
+  targets = cpu.judge(runs, lengths, 128, 512)
+  assert {t["run"] for t in targets} == {"seed0/main", "seed0/steps600"}
   got = {t["target"].split(":")[0] + ":" + t["target"].split(":")[1][:12]: t["status"]
-         for t in cpu.judge(runs, lengths, 128, 512)}
+         for t in targets if t["run"] == "seed0/main"}
   assert list(got.values()) == ["PASS", "PASS", "FAIL", "PASS", "FAIL", "PASS", "MISSING",
                                 "FAIL", "PASS"]
+  variant = {t["target"]: (t["status"], t["value"]) for t in targets
+             if t["run"] == "seed0/steps600"}
+  assert not any(name.startswith("phase2:") for name in variant)
+  assert variant["phase2_5: held-out passkey >= 95% at every length <= 4L=512"][0] == "PASS"
+  assert variant["phase2_5: tool-call validity >= 90% (held-out schemas)"][0] == "FAIL"
+  status, ratio = variant["phase2_5: phase2-replay val loss <= 1.02 x phase2's"]
+  assert status == "PASS" and ratio == pytest.approx(2.03 / 2.0)
+  assert variant["phase3: SFT val loss down (phase3 - phase2_5)"][0] == "MISSING"
 
 
 def test_cpu_smoke_run_writes_results_and_plots(tmp_path):

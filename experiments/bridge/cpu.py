@@ -142,7 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--report_only", action="store_true",
                  help="train nothing: re-read this seed's files, rewrite results and plots")
   p.add_argument("--variant_name", default="main",
-                 help="name of this main chain in results.json (e.g. theta500k)")
+                 help="name of a variant chain in results.json (e.g. steps600): its phase2_5 "
+                 "and phase3 are kept under this name beside the main chain's, starting from "
+                 "the seed's own phase2 (with --start_at phase2_5: the same checkpoint)")
   for name, value in CPU_PROFILE.items():
     p.add_argument(f"--{name}", type=type(value), default=None)
   # short_tasks: the longctx_hard tasks of the warm-up's 128-token documents (what does not fit
@@ -154,6 +156,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
   # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
   args = p.parse_args(argv)
+  if args.variant_name in CONTROLS or args.variant_name.startswith("round"):
+    p.error(f"--variant_name {args.variant_name!r} is taken (controls {CONTROLS}, gate rounds)")
   profile = SMOKE_PROFILE if args.smoke else CPU_PROFILE
   for key, value in profile.items():
     if getattr(args, key) is None:
@@ -204,6 +208,12 @@ class Paths:
 
 def _suffix(variant: str) -> str:
   return "" if variant == "main" else f"_{variant}"
+
+
+def chain_variant(args, phase: str) -> str:
+  """Where a chain keeps a phase: a variant chain shares the seed's data and phases up to
+  phase2 and keeps its own phase2_5 and phase3, so it never overwrites the main chain's."""
+  return args.variant_name if phase in ("phase2_5", "phase3") else "main"
 
 
 # ------------------------------------------------------------------------------ phase2b gate
@@ -357,7 +367,7 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
       paths.final("phase2b", _round_variant(int(variant[len("round"):]) - 1))
   init_from = {"phase2a": "", "phase2b": previous_round, "phase2": phase2b_result(paths),
                "phase2_5": paths.final("phase2"),
-               "phase3": os.path.join(paths.workdir("phase2_5"), "best")}[phase]
+               "phase3": os.path.join(paths.workdir("phase2_5", variant), "best")}[phase]
   config = "configs/phase2.py" if phase in SHORT_PHASES else f"configs/{phase}.py"
   model = {f"model.{k}": getattr(args, k) for k in
            ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim")}
@@ -575,12 +585,18 @@ def _merge_rounds(args, paths: Paths, rec: dict, seconds: dict) -> None:
 
 
 def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
-  """The issue's targets per seed (main chain), PASS / FAIL / MISSING."""
+  """The issue's targets per seed, PASS / FAIL / MISSING: for the main chain and for every
+  variant chain (its phase2_5 and phase3 against the seed's main phase2); controls are not
+  judged (they change the recipe on purpose)."""
   out = []
   for key, run in sorted(runs.items()):
-    if not key.endswith("/main"):
+    seed, variant = key.split("/")
+    if variant in CONTROLS:
       continue
     ph = run.get("phases", {})
+    if variant != "main":
+      main = runs.get(f"{seed}/main", {}).get("phases", {})
+      ph = {**{p: r for p, r in main.items() if p in SHORT_PHASES}, **ph}
 
     def rows(name, phase, fig, within, threshold):
       values = (ph.get(phase) or {}).get(fig) or {}
@@ -591,10 +607,11 @@ def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
                   "status": "MISSING" if value is None else
                   "PASS" if value >= threshold else "FAIL"})
 
-    rows(f"phase2: passkey (train format) >= 90% at every length <= L={L}", "phase2",
-         "passkey_by_length", L, TARGET_PHASE2)
-    rows(f"phase2: held-out passkey >= 90% at every length <= L={L}", "phase2",
-         "heldout_by_length", L, TARGET_PHASE2)
+    if variant == "main":
+      rows(f"phase2: passkey (train format) >= 90% at every length <= L={L}", "phase2",
+           "passkey_by_length", L, TARGET_PHASE2)
+      rows(f"phase2: held-out passkey >= 90% at every length <= L={L}", "phase2",
+           "heldout_by_length", L, TARGET_PHASE2)
     rows(f"phase2_5: held-out passkey >= 95% at every length <= 4L={L4}", "phase2_5",
          "heldout_by_length", L4, TARGET_BRIDGE)
     tools = ((ph.get("phase2_5") or {}).get("tools_heldout") or {}).get("valid_call_rate")
@@ -938,7 +955,8 @@ class CpuRun:
     key = f"seed{args.seed}/{args.variant_name}"
     ok = True
     if args.report_only:
-      self.record(key, [(p, "main") for p in PHASES if os.path.isdir(paths.workdir(p))])
+      self.record(key, [(p, chain_variant(args, p)) for p in PHASES
+                        if os.path.isdir(paths.workdir(p, chain_variant(args, p)))])
       for control in CONTROLS:
         if os.path.isdir(paths.workdir("phase2_5", control)):
           self.record(f"seed{args.seed}/{control}", [("phase2_5", control)])
@@ -958,18 +976,19 @@ class CpuRun:
             gate_path(paths)) and not self.gate_phase2b():  # a reused phase2b is gated too
           ok = False
           break
-        if not self.train(phase):
+        variant = chain_variant(args, phase)
+        if not self.train(phase, variant):
           ok = False
           break
-        done.append((phase, "main"))
+        done.append((phase, variant))
         if phase in args.curve_phases.split(","):
-          for step, cmd in curve_cmds(args, paths, phase):
-            self.stage(f"curve_{phase}_{step}", cmd)
+          for step, cmd in curve_cmds(args, paths, phase, variant):
+            self.stage(f"curve_{phase}{_suffix(variant)}_{step}", cmd)
         if phase == "phase2b" and not self.gate_phase2b():
           ok = False
           break
         if phase in args.eval_phases.split(","):
-          self.evaluate(phase)
+          self.evaluate(phase, variant)
         self.record(key, done)
         if phase == args.stop_after:
           break
