@@ -239,8 +239,21 @@ def test_cpu_variant_chain_keeps_its_own_bridge(tmp_path, capsys):
   assert bridge25["total_opt_steps"] == "600"
   assert phase3["init_from"] == os.path.join(paths.workdir("phase2_5", "steps600"), "best")
   with pytest.raises(SystemExit):
-    cpu.parse_args(["--variant_name", "no_rope"])
+    cpu.parse_args(["--variant_name", "no_rope", "--start_at", "phase2_5"])
   assert "no_rope" in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # the warm-up and its gate belong to the main chain
+    cpu.parse_args(["--variant_name", "x"])
+  assert "--start_at" in capsys.readouterr().err
+  # From phase2 on: the bridge starts from the variant's own phase2.
+  args = cpu.parse_args(["--workdir", str(tmp_path), "--variant_name", "phase2x2",
+                         "--start_at", "phase2"])
+  assert [cpu.chain_variant(args, p) for p in cpu.PHASES] == [
+      "main", "main", "phase2x2", "phase2x2", "phase2x2"]
+  phase2 = cpu.train_cmd(args, paths, "phase2", "phase2x2")
+  assert f"--config.workdir={paths.workdir('phase2', 'phase2x2')}" in phase2
+  assert f"--config.init_from={cpu.phase2b_result(paths)}" in phase2
+  phase2_5 = cpu.train_cmd(args, paths, "phase2_5", "phase2x2")
+  assert f"--config.init_from={paths.final('phase2', 'phase2x2')}" in phase2_5
 
 
 def test_cpu_targets_judged_per_seed():
@@ -260,15 +273,19 @@ def test_cpu_targets_judged_per_seed():
       "seed0/steps600": {"phases": {
           "phase2_5": {"heldout_by_length": good, "tools_heldout": {"valid_call_rate": 0.5},
                        "replay_val_loss": 2.03, "phase3_mix_val": {"sft": 3.0}}}}}
+  runs["seed0/phase2x2"] = {"phases": {"phase2": {"heldout_by_length": {"100": 0.5}}}}
   targets = cpu.judge(runs, lengths, 128, 512)
-  assert {t["run"] for t in targets} == {"seed0/main", "seed0/steps600"}
+  assert {t["run"] for t in targets} == {"seed0/main", "seed0/steps600", "seed0/phase2x2"}
+  own = [t for t in targets if t["run"] == "seed0/phase2x2" and t["target"].startswith(
+      "phase2: held-out")]
+  assert [(t["status"], t["value"]) for t in own] == [("FAIL", 0.5)]  # its own phase2
   got = {t["target"].split(":")[0] + ":" + t["target"].split(":")[1][:12]: t["status"]
          for t in targets if t["run"] == "seed0/main"}
   assert list(got.values()) == ["PASS", "PASS", "FAIL", "PASS", "FAIL", "PASS", "MISSING",
                                 "FAIL", "PASS"]
   variant = {t["target"]: (t["status"], t["value"]) for t in targets
              if t["run"] == "seed0/steps600"}
-  assert not any(name.startswith("phase2:") for name in variant)
+  assert not any(name.startswith("phase2:") for name in variant)  # main's phase2, judged there
   assert variant["phase2_5: held-out passkey >= 95% at every length <= 4L=512"][0] == "PASS"
   assert variant["phase2_5: tool-call validity >= 90% (held-out schemas)"][0] == "FAIL"
   status, ratio = variant["phase2_5: phase2-replay val loss <= 1.02 x phase2's"]

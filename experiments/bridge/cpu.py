@@ -80,6 +80,7 @@ SHORT_PHASES = ("phase2a", "phase2b", "phase2")  # at L, from configs/phase2.py
 PHASE_LONGCTX = {"phase2a": "longctx_warmup", "phase2b": "longctx_tiny", "phase2": "longctx_short"}
 EVAL_PHASES = ("phase2", "phase2_5", "phase3")
 CONTROLS = ("no_rope", "linear_pi", "replay_for_longctx")
+VARIANT_PHASES = ("phase2", "phase2_5", "phase3")  # what a variant chain (--variant_name) retrains
 CHAT_PROMPTS = gpu.CHAT_PROMPTS[:3]
 
 # Targets of issue 16 (fractions).
@@ -142,9 +143,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--report_only", action="store_true",
                  help="train nothing: re-read this seed's files, rewrite results and plots")
   p.add_argument("--variant_name", default="main",
-                 help="name of a variant chain in results.json (e.g. steps600): its phase2_5 "
-                 "and phase3 are kept under this name beside the main chain's, starting from "
-                 "the seed's own phase2 (with --start_at phase2_5: the same checkpoint)")
+                 help="name of a variant chain in results.json (e.g. steps600, with --start_at "
+                 "phase2 or later): the phases it trains are kept under this name beside the "
+                 "main chain's, starting from the seed's own earlier checkpoints")
   for name, value in CPU_PROFILE.items():
     p.add_argument(f"--{name}", type=type(value), default=None)
   # short_tasks: the longctx_hard tasks of the warm-up's 128-token documents (what does not fit
@@ -158,6 +159,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.variant_name in CONTROLS or args.variant_name.startswith("round"):
     p.error(f"--variant_name {args.variant_name!r} is taken (controls {CONTROLS}, gate rounds)")
+  if args.variant_name != "main" and args.start_at not in VARIANT_PHASES:
+    p.error(f"--variant_name {args.variant_name} needs --start_at in {VARIANT_PHASES}: a "
+            "variant chain reuses the seed's warm-up (phase2a, phase2b and its gate)")
   profile = SMOKE_PROFILE if args.smoke else CPU_PROFILE
   for key, value in profile.items():
     if getattr(args, key) is None:
@@ -211,9 +215,11 @@ def _suffix(variant: str) -> str:
 
 
 def chain_variant(args, phase: str) -> str:
-  """Where a chain keeps a phase: a variant chain shares the seed's data and phases up to
-  phase2 and keeps its own phase2_5 and phase3, so it never overwrites the main chain's."""
-  return args.variant_name if phase in ("phase2_5", "phase3") else "main"
+  """Where a chain keeps a phase: a variant chain shares the seed's data, warm-up and the
+  phases before --start_at with the main chain and keeps the ones it trains under its own
+  name, so it never overwrites the main chain's."""
+  own = phase in VARIANT_PHASES and PHASES.index(phase) >= PHASES.index(args.start_at)
+  return args.variant_name if own else "main"
 
 
 # ------------------------------------------------------------------------------ phase2b gate
@@ -366,7 +372,7 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
   previous_round = paths.final("phase2a") if phase != "phase2b" or variant == "main" else \
       paths.final("phase2b", _round_variant(int(variant[len("round"):]) - 1))
   init_from = {"phase2a": "", "phase2b": previous_round, "phase2": phase2b_result(paths),
-               "phase2_5": paths.final("phase2"),
+               "phase2_5": paths.final("phase2", chain_variant(args, "phase2")),
                "phase3": os.path.join(paths.workdir("phase2_5", variant), "best")}[phase]
   config = "configs/phase2.py" if phase in SHORT_PHASES else f"configs/{phase}.py"
   model = {f"model.{k}": getattr(args, k) for k in
@@ -597,6 +603,7 @@ def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
     if variant != "main":
       main = runs.get(f"{seed}/main", {}).get("phases", {})
       ph = {**{p: r for p, r in main.items() if p in SHORT_PHASES}, **ph}
+    own_phase2 = variant == "main" or "phase2" in run.get("phases", {})
 
     def rows(name, phase, fig, within, threshold):
       values = (ph.get(phase) or {}).get(fig) or {}
@@ -607,7 +614,7 @@ def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
                   "status": "MISSING" if value is None else
                   "PASS" if value >= threshold else "FAIL"})
 
-    if variant == "main":
+    if own_phase2:
       rows(f"phase2: passkey (train format) >= 90% at every length <= L={L}", "phase2",
            "passkey_by_length", L, TARGET_PHASE2)
       rows(f"phase2: held-out passkey >= 90% at every length <= L={L}", "phase2",
