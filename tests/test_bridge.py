@@ -273,7 +273,7 @@ def test_cpu_targets_judged_per_seed():
       "seed0/steps600": {"phases": {
           "phase2_5": {"heldout_by_length": good, "tools_heldout": {"valid_call_rate": 0.5},
                        "replay_val_loss": 2.03, "phase3_mix_val": {"sft": 3.0}}}}}
-  runs["seed0/phase2x2"] = {"phases": {"phase2": {"heldout_by_length": {"100": 0.5}}}}
+  runs["seed0/phase2x2"] = {"phases": {"phase2": {"heldout_by_length": {"96": 0.5}}}}
   targets = cpu.judge(runs, lengths, 128, 512)
   assert {t["run"] for t in targets} == {"seed0/main", "seed0/steps600", "seed0/phase2x2"}
   own = [t for t in targets if t["run"] == "seed0/phase2x2" and t["target"].startswith(
