@@ -254,6 +254,14 @@ def test_cpu_variant_chain_keeps_its_own_bridge(tmp_path, capsys):
   assert f"--config.init_from={cpu.phase2b_result(paths)}" in phase2
   phase2_5 = cpu.train_cmd(args, paths, "phase2_5", "phase2x2")
   assert f"--config.init_from={paths.final('phase2', 'phase2x2')}" in phase2_5
+  # Continued later (--start_at phase2_5): its own phase2 once it has one, not main's.
+  later = cpu.parse_args(["--workdir", str(tmp_path), "--variant_name", "phase2x2",
+                          "--start_at", "phase2_5"])
+  assert cpu.chain_variant(later, "phase2") == "main"
+  os.makedirs(paths.final("phase2", "phase2x2"))
+  assert cpu.chain_variant(later, "phase2") == "phase2x2"
+  assert f"--config.init_from={paths.final('phase2', 'phase2x2')}" in cpu.train_cmd(
+      later, paths, "phase2_5", "phase2x2")
 
 
 def test_cpu_targets_judged_per_seed():

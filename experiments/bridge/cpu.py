@@ -219,6 +219,9 @@ def chain_variant(args, phase: str) -> str:
   phases before --start_at with the main chain and keeps the ones it trains under its own
   name, so it never overwrites the main chain's."""
   own = phase in VARIANT_PHASES and PHASES.index(phase) >= PHASES.index(args.start_at)
+  if phase == "phase2" and args.variant_name != "main" and os.path.isdir(
+      Paths(args).final("phase2", args.variant_name)):
+    own = True  # the variant trained its own phase2 earlier (--stop_after phase2, continued)
   return args.variant_name if own else "main"
 
 
@@ -962,7 +965,9 @@ class CpuRun:
     key = f"seed{args.seed}/{args.variant_name}"
     ok = True
     if args.report_only:
-      self.record(key, [(p, chain_variant(args, p)) for p in PHASES
+      mine = [p for p in PHASES if args.variant_name == "main" or  # a variant: its own only
+              chain_variant(args, p) != "main"]
+      self.record(key, [(p, chain_variant(args, p)) for p in mine
                         if os.path.isdir(paths.workdir(p, chain_variant(args, p)))])
       for control in CONTROLS:
         if os.path.isdir(paths.workdir("phase2_5", control)):
