@@ -200,6 +200,15 @@ def score_passkey(output: str, key: str | int) -> float:
   return float(first_integer(output) == int(key))
 
 
+def passkey_overrun(output: str, key: str | int) -> float:
+  """1.0 when the output's first number is the key with more digits after it (`341411` for
+  34141): the key was found and copied but the copy did not stop. A miss under
+  score_passkey; counted apart to tell a copy that runs on from a failed retrieval."""
+  match = _INTEGER.search(output)
+  number, key = (match.group() if match else ""), str(key)
+  return float(len(number) > len(key) and number.startswith(key))
+
+
 # ------------------------------------------------------------------ RULER-style tasks
 
 

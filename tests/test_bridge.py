@@ -379,3 +379,11 @@ def test_cpu_gate_reads_the_passkey_digits():
   assert cpu.clicked({"passkey": {"first": 1.34, "rest": 1.24}}, 1.0) == (1.29, False)
   with pytest.raises(ValueError, match="no passkey documents"):
     cpu.clicked({"multi_query": {"first": 0.1, "rest": 0.1}}, 1.0)
+
+
+def test_cpu_overrun_share_by_length():
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  records = [{"length": 100, "references": ["34141"], "output": " 341411."},
+             {"length": 100, "references": ["34141"], "output": " 34141."},
+             {"length": 512, "references": ["2024"], "output": " 202."}]
+  assert cpu._overrun_by_length(records) == {"100": 0.5, "512": 0.0}  # pylint: disable=protected-access

@@ -73,6 +73,13 @@ def test_scorers():
   assert eval_tasks.first_integer("no digits") is None
   assert eval_tasks.score_passkey(" 12345. The pass", 12345) == 1.0
   assert eval_tasks.score_passkey(" 1234 5", 12345) == 0.0
+  # A copy that runs on: a miss, counted apart from a wrong or truncated key.
+  assert eval_tasks.score_passkey(" 341411.", 34141) == 0.0
+  assert eval_tasks.passkey_overrun(" 341411.", 34141) == 1.0
+  assert eval_tasks.passkey_overrun(" 34141.", "34141") == 0.0  # correct: not an overrun
+  assert eval_tasks.passkey_overrun(" 3414.", 34141) == 0.0  # truncated
+  assert eval_tasks.passkey_overrun(" 934141", 34141) == 0.0
+  assert eval_tasks.passkey_overrun("no digits", 34141) == 0.0
   assert eval_tasks.string_match_all("ABCDE and fghij", ["abcde", "FGHIJ", "zzz", "q"]) == 0.5
   assert eval_tasks.score_answer_found("The answer: Blue Whale!", " blue whale ") == 1.0
 

@@ -70,6 +70,7 @@ from typing import Any, Sequence
 
 from experiments.bridge import report
 from experiments.bridge import run as gpu
+from jaxlm import eval_tasks
 
 REPO = gpu.REPO
 FIXTURES = gpu.FIXTURES
@@ -528,6 +529,15 @@ def _tools_figures(result: dict | None) -> dict | None:
                                      "count_no_call")}
 
 
+def _overrun_by_length(records: Sequence[dict]) -> dict[str, float]:
+  """Share of held-out passkey probes a length answered with the key and more digits."""
+  by_length: dict[str, list[float]] = {}
+  for r in records:
+    by_length.setdefault(str(r["length"]), []).append(
+        eval_tasks.passkey_overrun(r["output"], r["references"][0]))
+  return {n: sum(v) / len(v) for n, v in by_length.items()}
+
+
 def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) -> dict:
   t = report.training_summary(os.path.join(paths.workdir(phase, variant), "metrics.jsonl"))
   rec: dict[str, Any] = {
@@ -549,6 +559,8 @@ def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) ->
     rec["passkey_by_length_depth"] = a.get("passkey", {}).get("by_length_depth")
     rec["heldout_by_length"] = a.get("passkey_heldout", {}).get("by_length")
     rec["heldout_by_length_depth"] = a.get("passkey_heldout", {}).get("by_length_depth")
+    rec["heldout_overrun_by_length"] = _overrun_by_length(
+        a.get("passkey_heldout", {}).get("records", []))
     rec["heldout_samples"] = [
         {k: r[k] for k in ("length", "depth", "references", "output")}
         for r in a.get("passkey_heldout", {}).get("records", [])[:4]]
@@ -695,6 +707,20 @@ def format_markdown(results: dict) -> str:
                    f" | {_pct(th)} / {_pct(ts)} | {'-' if rv is None else f'{rv:.3f}'} | "
                    f"{_pct((rc.get('by_task') or {}).get('passkey'))} / "
                    f"{_pct(rc.get('accuracy'))} |")
+  overruns = [(key, phase, rec["heldout_overrun_by_length"])
+              for key, run in sorted(results["runs"].items())
+              for phase, rec in run.get("phases", {}).items()
+              if rec.get("heldout_overrun_by_length")]
+  if overruns:
+    lines += ["", "## Held-out passkey: correct, and key copied but not stopped", "",
+              "% of the probes a length: correct / the key followed by more digits (`341411` "
+              "for 34141, a miss above: the key was found, the copy ran on).", "",
+              "| run | phase | " + " | ".join(f"{n}" for n in lengths) + " |",
+              "|---|---|" + "---|" * len(lengths)]
+    for key, phase, over in overruns:
+      h = results["runs"][key]["phases"][phase].get("heldout_by_length") or {}
+      lines.append(f"| {key} | {phase} | " + " | ".join(
+          f"{_pct(h.get(str(n)))} / {_pct(over.get(str(n)))}" for n in lengths) + " |")
   gates = [(key, rec["gate"]) for key, run in sorted(results["runs"].items())
            for phase, rec in run.get("phases", {}).items() if rec.get("gate")]
   if gates:
