@@ -775,50 +775,69 @@ def plots(results: dict, out_dir: str) -> list[str]:
     return []
   written = []
   runs = results["runs"]
-  # Loss curves per source across the phases of each main chain (steps laid end to end).
-  fig, ax = plt.subplots(figsize=(9, 5))
-  for key, run in sorted(runs.items()):
-    if not key.endswith("/main"):
-      continue
+  # Loss curves per source across the phases of each main chain (steps laid end to end), a
+  # panel per seed.
+  mains = [key for key in sorted(runs) if key.endswith("/main")]
+  fig, axes = plt.subplots(max(1, len(mains)), 1, figsize=(10, 3.2 * max(1, len(mains))),
+                           sharex=True, squeeze=False)
+  for ax, key in zip(axes[:, 0], mains):
     offset = 0
     for phase in PHASES:
-      rec = run.get("phases", {}).get(phase)
+      rec = runs[key].get("phases", {}).get(phase)
       if not rec:
         continue
       for source in sorted({k for c in rec["curve"] for k in c if k.startswith("loss/")}):
         xs = [offset + c["step"] for c in rec["curve"] if source in c]
         ys = [c[source] for c in rec["curve"] if source in c]
-        ax.plot(xs, ys, marker=".", label=f"{key.split('/')[0]} {phase} {source[5:]}")
+        ax.plot(xs, ys, marker=".", label=f"{phase} {source[5:]}")
       ax.axvline(offset, color="grey", lw=0.5)
       offset += rec["steps"]
-  ax.set_xlabel("optimizer step (phases end to end)")
-  ax.set_ylabel("val loss (nats/token)")
-  _legend(ax, ncol=2)
+    ax.set_title(f"{key}: val loss per source", fontsize=10)
+    ax.set_ylabel("val loss (nats/token)")
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+  axes[-1][0].set_xlabel("optimizer step (phases end to end)")
   fig.tight_layout()
   path = os.path.join(out_dir, "loss_curves.png")
   fig.savefig(path, dpi=110)
   plt.close(fig)
   written.append(path)
-  # Accuracy by length per phase and control.
+  # Accuracy by length: a panel per evaluated phase (rows: held-out phrasing, training
+  # format); a run keeps its colour across panels; main chains solid, variants dashed,
+  # controls dotted.
   lengths = results["settings"]["lengths"]
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-  for ax, fig_key, title in ((axes[0], "heldout_by_length", "held-out phrasing"),
-                             (axes[1], "passkey_by_length", "training format")):
-    for key, run in sorted(runs.items()):
-      for phase, rec in run.get("phases", {}).items():
-        vals = rec.get(fig_key) or {}
-        if vals:
-          ax.plot(lengths, [vals.get(str(n)) for n in lengths], marker="o",
-                  label=f"{key} {phase}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, [str(n) for n in lengths])
-    ax.axvline(results["settings"]["short_len"], color="grey", ls=":")
-    ax.axvline(results["settings"]["long_len"], color="grey", ls="--")
-    ax.set_title(f"passkey accuracy, {title}")
-    ax.set_xlabel("prompt length (tokens); dotted L, dashed 4L")
-  axes[0].set_ylabel("accuracy")
-  _legend(axes[0])
-  fig.tight_layout()
+  keys = sorted(runs)
+  colours = plt.get_cmap("tab20")
+  fig, axes = plt.subplots(2, len(EVAL_PHASES), figsize=(5 * len(EVAL_PHASES), 8.5),
+                           sharex=True, sharey=True, squeeze=False)
+  for row, (fig_key, title) in enumerate((("heldout_by_length", "held-out phrasing"),
+                                          ("passkey_by_length", "training format"))):
+    for col, phase in enumerate(EVAL_PHASES):
+      ax = axes[row][col]
+      for i, key in enumerate(keys):
+        vals = ((runs[key].get("phases", {}).get(phase)) or {}).get(fig_key) or {}
+        if not vals:
+          continue
+        variant = key.split("/")[1]
+        ax.plot(lengths, [vals.get(str(n)) for n in lengths], marker="o", color=colours(i % 20),
+                ls="-" if variant == "main" else ":" if variant in CONTROLS else "--",
+                label=key)
+      ax.set_xscale("log", base=2)
+      ax.set_xticks(lengths, [str(n) for n in lengths])
+      ax.axvline(results["settings"]["short_len"], color="grey", ls=":", lw=0.8)
+      ax.axvline(results["settings"]["long_len"], color="grey", ls="--", lw=0.8)
+      ax.axhline(TARGET_BRIDGE if phase != "phase2" else TARGET_PHASE2, color="grey", lw=0.5)
+      ax.set_title(f"after {phase}: passkey, {title}", fontsize=10)
+      if row == 1:
+        ax.set_xlabel("prompt length (tokens); dotted L, dashed 4L")
+    axes[row][0].set_ylabel("accuracy")
+  handles = {}  # one entry a run, whichever panels it appears in
+  for ax in axes.flat:
+    for line in ax.get_lines():
+      if not line.get_label().startswith("_"):
+        handles.setdefault(line.get_label(), line)
+  if handles:
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8)
+  fig.tight_layout(rect=(0, 0, 0.87, 1))
   path = os.path.join(out_dir, "accuracy_by_length.png")
   fig.savefig(path, dpi=110)
   plt.close(fig)
