@@ -262,6 +262,12 @@ def test_cpu_variant_chain_keeps_its_own_bridge(tmp_path, capsys):
   assert cpu.chain_variant(later, "phase2") == "phase2x2"
   assert f"--config.init_from={paths.final('phase2', 'phase2x2')}" in cpu.train_cmd(
       later, paths, "phase2_5", "phase2x2")
+  # Only phase3 as a variant: from the main chain's phase2_5, not a bridge it never trained.
+  only3 = cpu.parse_args(["--workdir", str(tmp_path), "--variant_name", "lr3",
+                          "--start_at", "phase3"])
+  assert [cpu.chain_variant(only3, p) for p in cpu.PHASES] == ["main"] * 4 + ["lr3"]
+  assert "--config.init_from=" + os.path.join(paths.workdir("phase2_5"), "best") in \
+      cpu.train_cmd(only3, paths, "phase3", "lr3")
 
 
 def test_cpu_targets_judged_per_seed():

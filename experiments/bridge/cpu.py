@@ -219,11 +219,12 @@ def chain_variant(args, phase: str) -> str:
   """Where a chain keeps a phase: a variant chain shares the seed's data, warm-up and the
   phases before --start_at with the main chain and keeps the ones it trains under its own
   name, so it never overwrites the main chain's."""
-  own = phase in VARIANT_PHASES and PHASES.index(phase) >= PHASES.index(args.start_at)
-  if phase == "phase2" and args.variant_name != "main" and os.path.isdir(
-      Paths(args).final("phase2", args.variant_name)):
-    own = True  # the variant trained its own phase2 earlier (--stop_after phase2, continued)
-  return args.variant_name if own else "main"
+  if args.variant_name == "main" or phase not in VARIANT_PHASES:
+    return "main"
+  trains_it = PHASES.index(phase) >= PHASES.index(args.start_at)
+  # ... or trained it in an earlier invocation (--stop_after, then continued).
+  has_it = os.path.isdir(Paths(args).final(phase, args.variant_name))
+  return args.variant_name if trains_it or has_it else "main"
 
 
 # ------------------------------------------------------------------------------ phase2b gate
@@ -377,7 +378,8 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
       paths.final("phase2b", _round_variant(int(variant[len("round"):]) - 1))
   init_from = {"phase2a": "", "phase2b": previous_round, "phase2": phase2b_result(paths),
                "phase2_5": paths.final("phase2", chain_variant(args, "phase2")),
-               "phase3": os.path.join(paths.workdir("phase2_5", variant), "best")}[phase]
+               "phase3": os.path.join(paths.workdir("phase2_5", chain_variant(args, "phase2_5")),
+                                     "best")}[phase]
   config = "configs/phase2.py" if phase in SHORT_PHASES else f"configs/{phase}.py"
   model = {f"model.{k}": getattr(args, k) for k in
            ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim")}
@@ -607,8 +609,8 @@ def _merge_rounds(args, paths: Paths, rec: dict, seconds: dict) -> None:
 
 def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
   """The issue's targets per seed, PASS / FAIL / MISSING: for the main chain and for every
-  variant chain (its phase2_5 and phase3 against the seed's main phase2); controls are not
-  judged (they change the recipe on purpose)."""
+  variant chain (on the phases it trained; a bridge without its own phase2 against the
+  seed's main phase2); controls are not judged (they change the recipe on purpose)."""
   out = []
   for key, run in sorted(runs.items()):
     seed, variant = key.split("/")
