@@ -43,7 +43,8 @@ is the Landmark prompt that `jaxlm.eval --suite passkey` asks), `generated` from
 filled with word-list pairs (thousands of phrasings), `both` half and half. None of them is a
 held-out phrasing of `jaxlm.eval --suite passkey_heldout` (tests check it).
 
-Answer tokens can be upweighted with --answer_weight W (uint8 loss-weight sidecar). Per
+Answer tokens can be upweighted with --answer_weight W (uint8 loss-weight sidecar), and the
+token that ends each answer (the `.` or newline after a key) with --stop_weight. Per
 document facts (task, distances, offset) go to DIR/<split>_documents.jsonl and the closing
 report prints the distance histogram. A held-out eval set of the same tasks goes to --eval_out
 (default DIR/eval.jsonl): {"task", "prompt", "answer", "distance_tokens", "length_tokens"}; the
@@ -693,6 +694,20 @@ def make_worker_state(arg) -> dict:
           "maker": TaskMaker(cfg, corpus, cfg["length"])}
 
 
+def answer_weights(doc: LongDoc, answer_weight: int, stop_weight: int) -> np.ndarray | None:
+  """Per-token loss weights: answer tokens weigh answer_weight, the token right after each
+  answer (its stop: `.`, a newline, the next question) stop_weight, the rest 1; None when
+  all are 1. A copy that runs on (`341411` for 34141) is as wrong as a wrong digit, so the
+  stop can be weighted like the digits before it."""
+  if answer_weight == 1 and stop_weight == 1:
+    return None
+  weights = np.where(doc.answer_mask, answer_weight, 1).astype(np.uint8)
+  for a in doc.answers:
+    if a["end"] < weights.size and not doc.answer_mask[a["end"]]:
+      weights[a["end"]] = stop_weight
+  return weights
+
+
 def _train_item(item):
   split, index = item
   state = bu.worker_state()
@@ -701,9 +716,7 @@ def _train_item(item):
     doc = make_document(cfg, state, split, index)
   except ValueError as e:  # a rare draw that never fits: counted in the report, not fatal
     return bu.Skipped("unbuildable_" + str(e).split()[5], f"{split} #{index}")
-  weights = None
-  if cfg["answer_weight"] != 1:
-    weights = np.where(doc.answer_mask, cfg["answer_weight"], 1).astype(np.uint8)
+  weights = answer_weights(doc, cfg["answer_weight"], cfg["stop_weight"])
   info = {"task": doc.task, "distance_tokens": [a["distance"] for a in doc.answers],
           "attempts": doc.attempts}
   return bu.Document(doc.tokens, weights, source=f"longctx/{doc.task}", info=info)
@@ -743,6 +756,8 @@ def parse_args(argv=None):
   p.add_argument("--max_doc_tokens", type=int, default=None,
                  help="curriculum: documents of this many tokens (e.g. 512 first)")
   p.add_argument("--answer_weight", type=int, default=1, help="loss weight of answer tokens")
+  p.add_argument("--stop_weight", type=int, default=1,
+                 help="loss weight of the token that ends each answer (where the copy stops)")
   p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list from {TASKS}")
   p.add_argument("--passkey_phrasings", choices=PASSKEY_PHRASINGS, default="fixed",
                  help="passkey needles/questions: the 8 fixed PASSKEY_TEMPLATES, phrasings "
@@ -761,15 +776,17 @@ def build(args) -> bu.Report:
   unknown = sorted(set(tasks) - set(TASKS))
   if unknown or not tasks:
     raise ValueError(f"--tasks: unknown task(s) {unknown}; choose from {TASKS}")
-  if not 1 <= args.answer_weight <= 255:
-    raise ValueError(f"--answer_weight {args.answer_weight} must be in [1, 255] (uint8)")
+  for flag in ("answer_weight", "stop_weight"):
+    if not 1 <= getattr(args, flag) <= 255:
+      raise ValueError(f"--{flag} {getattr(args, flag)} must be in [1, 255] (uint8)")
   length = document_length(args.seq_len, args.max_doc_tokens, args.max_distance)
   if length < 128 or args.min_distance >= length - 64:
     raise ValueError(f"documents of {length} tokens cannot hold distances from "
                      f"{args.min_distance}; lower --min_distance or raise --max_doc_tokens")
   cfg = {"seed": args.seed, "tokenizer": os.path.abspath(args.tokenizer), "tasks": tasks,
          "length": length, "min_distance": args.min_distance, "max_distance": args.max_distance,
-         "answer_weight": args.answer_weight, "passkey_phrasings": args.passkey_phrasings,
+         "answer_weight": args.answer_weight, "stop_weight": args.stop_weight,
+         "passkey_phrasings": args.passkey_phrasings,
          "key_digits": parse_key_digits(args.key_digits)}
   tok, corpus, filler = prepare(cfg, args.filler_chars)
   kept, left_out = fitting_tasks(cfg, make_worker_state((cfg, corpus, filler)))
@@ -787,7 +804,8 @@ def build(args) -> bu.Report:
   distances, per_task, docs_info = [], {}, {"train": [], "val": []}
   builder_meta = {"name": "longctx_hard", "seed": args.seed, "document_tokens": length,
                   "tasks": list(tasks), "min_distance": args.min_distance,
-                  "max_distance": args.max_distance, "answer_weight": args.answer_weight}
+                  "max_distance": args.max_distance, "answer_weight": args.answer_weight,
+                  "stop_weight": args.stop_weight}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   with bu.OrderedPool(make_worker_state, (cfg, corpus, filler), args.num_workers) as pool, \
       shards.ShardDirWriter(args.out_dir, vocab_size=tok.vocab_size, tokenizer_path=tok.path,

@@ -338,6 +338,14 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   assert p3["records"]["count"] >= 1 and 0.0 <= p3["records"]["accuracy"] <= 1.0
   assert {t["status"] for t in results["targets"]} <= {"PASS", "FAIL", "MISSING"}
   assert "| seed0/main | phase3 |" in (out / "RESULTS.md").read_text()
+  # Every retrieval shard weighs the answers and the token that stops them as the profile says.
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  for name in ("longctx_warmup", "longctx_tiny", "longctx_short", "longctx_long"):
+    meta = json.loads((tmp_path / "work" / "data" / "shards" / name / "train" / "meta.json"
+                       ).read_text())
+    assert meta["has_loss_weights"], name
+    assert (meta["builder"]["answer_weight"], meta["builder"]["stop_weight"]) == (
+        cpu.SMOKE_PROFILE["answer_weight"], cpu.SMOKE_PROFILE["stop_weight"]), name
   try:
     import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     for name in ("loss_curves.png", "accuracy_by_length.png", "retrieval_curve.png"):

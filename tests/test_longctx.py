@@ -238,3 +238,26 @@ def test_key_digits_set_the_answer_lengths(tmp_path, tokenizer_path):
   assert lengths == {3, 4, 5, 6, 7}
   with pytest.raises(ValueError, match="--key_digits"):
     build(tmp_path / "bad", tokenizer_path, "--key_digits", "7,3")
+
+
+def test_stop_weight_marks_the_token_that_ends_each_answer(tmp_path, tokenizer_path, tokenizer):
+  """--stop_weight weighs the one token after each answer (where a copied key must stop);
+  the answers keep --answer_weight and every other token weighs 1."""
+  out = build(tmp_path / "stop", tokenizer_path, "--stop_weight", "5", "--tasks",
+              "passkey,multi_query,kv_retrieval", train=SEQ * 6)
+  infos = read_jsonl(os.path.join(out, "train_documents.jsonl"))
+  for info, doc in zip(infos, documents(os.path.join(out, "train"))):
+    tokens, weights = doc["tokens"], doc["weights"]
+    answers = weighted_runs(tokens, weights == 3)
+    stops = np.flatnonzero(weights == 5)
+    assert len(answers) == len(info["distance_tokens"]) == len(stops) >= 1
+    assert [e for _, e in answers] == stops.tolist()  # each stop right after its answer
+    assert set(np.unique(weights)) == {1, 3, 5}
+    for s in stops:
+      assert not re.search(r"\d", tokenizer.decode(tokens[s:s + 1])), info
+
+
+@pytest.mark.parametrize("flag", ["--answer_weight", "--stop_weight"])
+def test_weight_outside_uint8_is_refused_naming_the_flag(tmp_path, tokenizer_path, flag):
+  with pytest.raises(ValueError, match=f"{flag} 256 must be in"):
+    build(tmp_path / "bad", tokenizer_path, flag, "256", train=SEQ)

@@ -104,7 +104,7 @@ CPU_PROFILE = dict(
     val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="100,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=8,
     tools_records=24, chat_max_new_tokens=32, curve_records=48,
     curve_phases="phase2a,phase2b,phase2", code_input="", filler_chars=1_000_000,
-    stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3,
+    stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3, stop_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
     long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
@@ -119,7 +119,7 @@ SMOKE_PROFILE = dict(
     warmup_phase2a=1, warmup_phase2b=1, warmup_phase2=1, warmup_phase2_5=1, warmup_phase3=1,
     val_every=2, eval_phases="phase3", eval_lengths="128", eval_depths="0.5", eval_samples=1,
     tools_records=2, chat_max_new_tokens=4, curve_records=4, curve_phases="", code_input="asyncio", filler_chars=100_000,
-    stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3,
+    stdlib_chats=400, min_distance=8, builder_workers=1, answer_weight=3, stop_weight=3,
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
     long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
@@ -278,7 +278,8 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
   chats = os.path.join(paths.data, "stdlib_chats.jsonl")
   stdlib = sysconfig.get_paths()["stdlib"]
   code_input = os.path.join(stdlib, args.code_input) if args.code_input else stdlib
-  longctx = ["--answer_weight", args.answer_weight, "--filler_chars", args.filler_chars,
+  longctx = ["--answer_weight", args.answer_weight, "--stop_weight", args.stop_weight,
+             "--filler_chars", args.filler_chars,
              "--num_workers", w]
   short = ["--seq_len", L, "--max_doc_tokens", L, "--target_val_tokens", val,
            "--eval_examples", 64, *longctx, *tok]
