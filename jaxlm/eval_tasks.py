@@ -200,13 +200,35 @@ def score_passkey(output: str, key: str | int) -> float:
   return float(first_integer(output) == int(key))
 
 
-def passkey_overrun(output: str, key: str | int) -> float:
-  """1.0 when the output's first number is the key with more digits after it (`341411` for
-  34141): the key was found and copied but the copy did not stop. A miss under
-  score_passkey; counted apart to tell a copy that runs on from a failed retrieval."""
+# What a passkey answer is, read from the first number of the output. Misses are told apart
+# because they point at different faults: a copy that runs on, one that stops early, one that
+# loses its place among the digits, and a retrieval that found nothing.
+PASSKEY_ANSWER_KINDS = ("correct", "overrun", "truncated", "wrong_digits", "other_number",
+                        "no_number")
+
+
+def passkey_answer_kind(output: str, key: str | int) -> str:
+  """One of PASSKEY_ANSWER_KINDS: correct (score_passkey's 1.0); overrun, the key with more
+  digits after it (`341411` for 34141); truncated, a proper prefix of it (`3414`);
+  wrong_digits, as many digits as the key but not it (`44141`); other_number, any other
+  number (`244044` for 21404); no_number."""
   match = _INTEGER.search(output)
-  number, key = (match.group() if match else ""), str(key)
-  return float(len(number) > len(key) and number.startswith(key))
+  if match is None:
+    return "no_number"
+  number, key = match.group(), str(key)
+  if int(number) == int(key):
+    return "correct"
+  if len(number) > len(key) and number.startswith(key):
+    return "overrun"
+  if len(number) < len(key) and key.startswith(number):
+    return "truncated"
+  return "wrong_digits" if len(number) == len(key) else "other_number"
+
+
+def passkey_overrun(output: str, key: str | int) -> float:
+  """1.0 when the key was found and copied but the copy did not stop (a miss under
+  score_passkey, counted apart from a failed retrieval)."""
+  return float(passkey_answer_kind(output, key) == "overrun")
 
 
 # ------------------------------------------------------------------ RULER-style tasks

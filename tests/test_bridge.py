@@ -401,3 +401,14 @@ def test_cpu_overrun_share_by_length():
              {"length": 100, "references": ["34141"], "output": " 34141."},
              {"length": 512, "references": ["2024"], "output": " 202."}]
   assert cpu._overrun_by_length(records) == {"100": 0.5, "512": 0.0}  # pylint: disable=protected-access
+
+
+def test_cpu_answer_kinds_count_probes_up_to_4l():
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  records = [{"length": 100, "references": ["34141"], "output": " 341411."},
+             {"length": 128, "references": ["34141"], "output": " 34141."},
+             {"length": 512, "references": ["2024"], "output": " 202."},
+             {"length": 1024, "references": ["2024"], "output": " 2024."}]  # beyond 4L
+  kinds = cpu._answer_kinds(records, 512)  # pylint: disable=protected-access
+  assert kinds == {"correct": 1, "overrun": 1, "truncated": 1, "wrong_digits": 0,
+                   "other_number": 0, "no_number": 0}

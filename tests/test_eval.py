@@ -80,6 +80,12 @@ def test_scorers():
   assert eval_tasks.passkey_overrun(" 3414.", 34141) == 0.0  # truncated
   assert eval_tasks.passkey_overrun(" 934141", 34141) == 0.0
   assert eval_tasks.passkey_overrun("no digits", 34141) == 0.0
+  kinds = {" 34141.": "correct", " 341411.": "overrun", " 3414.": "truncated",
+           " 44141.": "wrong_digits", " 244044": "other_number", " 934141": "other_number",
+           " 4.": "other_number", "words only": "no_number"}
+  for output, kind in kinds.items():
+    assert eval_tasks.passkey_answer_kind(output, 34141) == kind, output
+  assert set(kinds.values()) == set(eval_tasks.PASSKEY_ANSWER_KINDS)
   assert eval_tasks.string_match_all("ABCDE and fghij", ["abcde", "FGHIJ", "zzz", "q"]) == 0.5
   assert eval_tasks.score_answer_found("The answer: Blue Whale!", " blue whale ") == 1.0
 

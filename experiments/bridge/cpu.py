@@ -541,6 +541,15 @@ def _overrun_by_length(records: Sequence[dict]) -> dict[str, float]:
   return {n: sum(v) / len(v) for n, v in by_length.items()}
 
 
+def _answer_kinds(records: Sequence[dict], max_length: int) -> dict[str, int]:
+  """How many held-out passkey probes up to max_length (4L) got each kind of answer."""
+  counts = dict.fromkeys(eval_tasks.PASSKEY_ANSWER_KINDS, 0)
+  for r in records:
+    if r["length"] <= max_length:
+      counts[eval_tasks.passkey_answer_kind(r["output"], r["references"][0])] += 1
+  return counts
+
+
 def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) -> dict:
   t = report.training_summary(os.path.join(paths.workdir(phase, variant), "metrics.jsonl"))
   rec: dict[str, Any] = {
@@ -564,6 +573,8 @@ def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) ->
     rec["heldout_by_length_depth"] = a.get("passkey_heldout", {}).get("by_length_depth")
     rec["heldout_overrun_by_length"] = _overrun_by_length(
         a.get("passkey_heldout", {}).get("records", []))
+    rec["heldout_answer_kinds"] = _answer_kinds(
+        a.get("passkey_heldout", {}).get("records", []), args.long_len)
     rec["heldout_samples"] = [
         {k: r[k] for k in ("length", "depth", "references", "output")}
         for r in a.get("passkey_heldout", {}).get("records", [])[:4]]
@@ -724,6 +735,21 @@ def format_markdown(results: dict) -> str:
       h = results["runs"][key]["phases"][phase].get("heldout_by_length") or {}
       lines.append(f"| {key} | {phase} | " + " | ".join(
           f"{_pct(h.get(str(n)))} / {_pct(over.get(str(n)))}" for n in lengths) + " |")
+  kinds = [(key, phase, rec["heldout_answer_kinds"])
+           for key, run in sorted(results["runs"].items())
+           for phase, rec in run.get("phases", {}).items() if rec.get("heldout_answer_kinds")]
+  if kinds:
+    names = eval_tasks.PASSKEY_ANSWER_KINDS
+    lines += ["", "## Held-out passkey answers by kind, lengths <= 4L = "
+              f"{results['settings']['long_len']}", "",
+              "Probes (all lengths up to 4L together) by what the first number of the answer "
+              "is (`jaxlm.eval_tasks.passkey_answer_kind`): overrun `341411` for 34141, "
+              "truncated `3414`, wrong digits `44141`, other number `244044`.", "",
+              "| run | phase | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for key, phase, count in kinds:
+      lines.append(f"| {key} | {phase} | " + " | ".join(str(count.get(n, 0)) for n in names)
+                   + " |")
   gates = [(key, rec["gate"]) for key, run in sorted(results["runs"].items())
            for phase, rec in run.get("phases", {}).items() if rec.get("gate")]
   if gates:
