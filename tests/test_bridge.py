@@ -412,3 +412,41 @@ def test_cpu_answer_kinds_count_probes_up_to_4l():
   kinds = cpu._answer_kinds(records, 512)  # pylint: disable=protected-access
   assert kinds == {"correct": 1, "overrun": 1, "truncated": 1, "wrong_digits": 0,
                    "other_number": 0, "no_number": 0}
+
+
+def test_cpu_merge_joins_seeds_run_apart_and_refuses_bad_files(tmp_path):
+  """Seeds run side by side, each into its own --out_dir, are joined by --merge: every run
+  keeps its own command, a key already there is replaced, targets and tables cover them all."""
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  def run(seed, heldout, command):
+    return {"seed": seed, "command": command, "phases": {"phase2_5": {
+        "steps": 300, "curve": [{"step": 100, "loss": 2.5, "loss/phase2": 2.6}],
+        "heldout_by_length": {"128": heldout, "512": heldout},
+        "passkey_by_length": {"128": heldout, "512": heldout},
+        "tools_heldout": {"valid_call_rate": 0.0}, "replay_val_loss": 2.0}}}
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "results.json").write_text(json.dumps({"runs": {
+      "seed0/main": run(0, 0.25, "old"), "seed5/main": run(5, 0.5, "kept")}}))
+  a, b = tmp_path / "a.json", tmp_path / "b.json"
+  a.write_text(json.dumps({"runs": {"seed0/main": run(0, 1.0, "cmd a")}, "settings": {}}))
+  b.write_text(json.dumps({"runs": {"seed1/main": run(1, 0.75, "cmd b"),
+                                    "seed1/no_rope": run(1, 0.5, "cmd b")}}))
+  assert cpu.main(["--merge", f"{a},{b}", "--out_dir", str(out)]) == 0
+  results = json.loads((out / "results.json").read_text())
+  assert {k: r["command"] for k, r in results["runs"].items()} == {
+      "seed0/main": "cmd a", "seed5/main": "kept", "seed1/main": "cmd b",
+      "seed1/no_rope": "cmd b"}
+  bridge_target = "phase2_5: held-out passkey >= 95% at every length <= 4L=512"
+  judged = {t["run"]: t["status"] for t in results["targets"] if t["target"] == bridge_target}
+  assert judged == {"seed0/main": "PASS", "seed1/main": "FAIL", "seed5/main": "FAIL"}
+  table = (out / "RESULTS.md").read_text()
+  assert "| seed1/main | phase2_5 |" in table and "| seed0/main | phase2_5 |" in table
+  before = (out / "results.json").read_text()
+  (tmp_path / "bad.json").write_text("[1, 2]")
+  for bad, says in ((tmp_path / "bad.json", "no 'runs' object"),
+                    (tmp_path / "none.json", "does not exist")):
+    with pytest.raises(SystemExit, match=says) as e:
+      cpu.main(["--merge", f"{a},{bad}", "--out_dir", str(out)])
+    assert str(bad) in str(e.value)
+  assert (out / "results.json").read_text() == before  # a refused merge writes nothing

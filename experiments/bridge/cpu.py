@@ -59,6 +59,8 @@ every command's output) go to --workdir (default runs/bridge_cpu).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -143,6 +145,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="end the main chain after this phase (e.g. phase2b: explore the warm-up)")
   p.add_argument("--report_only", action="store_true",
                  help="train nothing: re-read this seed's files, rewrite results and plots")
+  p.add_argument("--merge", default="",
+                 help="comma list of results.json files (seeds run side by side, each with its "
+                 "own --out_dir): their runs join out_dir's results.json, replacing a run of "
+                 "the same key, and the reports are rewritten; trains nothing")
   p.add_argument("--variant_name", default="main",
                  help="name of a variant chain in results.json (e.g. steps600, with --start_at "
                  "phase2 or later): the phases it trains are kept under this name beside the "
@@ -928,6 +934,64 @@ def _main_offset(runs: dict, key: str, phase: str) -> int:
 # ------------------------------------------------------------------------------ the run
 
 
+@contextlib.contextmanager
+def results_lock(out_dir: str):
+  """Seeds run side by side into one --out_dir each read, update and rewrite its results.json:
+  one at a time, or a run written by one would be lost to the other's stale copy."""
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, ".results.lock"), "w", encoding="utf-8") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_results(out_dir: str, path: str | None = None) -> dict:
+  path = path or os.path.join(out_dir, "results.json")
+  if not os.path.exists(path):
+    return {"runs": {}}
+  try:
+    results = report.read_json(path)
+  except (OSError, ValueError) as e:
+    raise SystemExit(f"{path}: not readable as JSON ({e})") from e
+  if not isinstance(results, dict) or not isinstance(results.get("runs"), dict):
+    raise SystemExit(f"{path}: not a CPU bridge results.json (no 'runs' object)")
+  return results
+
+
+def settings(args) -> dict:
+  """The profile and flags of the invocation that wrote results.json (each run's command
+  holds its own)."""
+  return {k: v for k, v in vars(args).items() if k not in ("control_list",)}
+
+
+def write_results(args, results: dict) -> None:
+  """results.json, RESULTS.md and the plots, from the runs in results (targets judged anew)."""
+  results["device"] = f"CPU ({os.cpu_count()} cores): " + gpu.device_description()
+  results["updated"] = gpu._stamp()  # pylint: disable=protected-access
+  results["targets"] = judge(results["runs"], args.lengths, args.short_len, args.long_len)
+  gpu.write_atomic(os.path.join(args.out_dir, "results.json"),
+                   json.dumps(results, indent=1) + "\n")
+  gpu.write_atomic(os.path.join(args.out_dir, "RESULTS.md"), format_markdown(results))
+  plots(results, args.out_dir)
+
+
+def merge_results(args, paths: Sequence[str]) -> dict:
+  """--merge: every run of the files at paths joins out_dir's results.json (the later file
+  wins a key); each run keeps its own command, seed and timings."""
+  with results_lock(args.out_dir):
+    results = read_results(args.out_dir)
+    for path in paths:
+      if not os.path.exists(path):
+        raise SystemExit(f"--merge: {path} does not exist")
+      other = read_results(args.out_dir, path)
+      results["runs"].update(other["runs"])
+    results["settings"] = settings(args)
+    write_results(args, results)
+  return results
+
+
 class CpuRun:
   def __init__(self, args):
     self.args, self.paths = args, Paths(args)
@@ -1002,9 +1066,15 @@ class CpuRun:
   def record(self, key: str, phases: Sequence[tuple[str, str]]) -> None:
     """Merges this invocation's runs into out_dir/results.json and rewrites the reports."""
     args = self.args
-    path = os.path.join(args.out_dir, "results.json")
-    results = report.read_json(path) if os.path.exists(path) else {"runs": {}}
-    run = results["runs"].get(key, {"phases": {}})
+    with results_lock(args.out_dir):
+      results = read_results(args.out_dir)
+      results["runs"][key] = self.updated_run(results["runs"].get(key, {"phases": {}}), phases)
+      results["settings"] = settings(args)
+      write_results(args, results)
+
+  def updated_run(self, run: dict, phases: Sequence[tuple[str, str]]) -> dict:
+    """run (a results.json entry) with these phases read anew from their files."""
+    args = self.args
     for phase, variant in phases:
       old = run["phases"].get(phase) or {}
       rec = phase_record(args, self.paths, phase, variant, self.seconds)
@@ -1025,19 +1095,16 @@ class CpuRun:
                                                              *sys.argv[1:]])
       run["wall_time_s"] = round(time.time() - self.start, 1)
     run["seed"] = args.seed
-    results["runs"][key] = run
-    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("control_list",)}
-    results["device"] = f"CPU ({os.cpu_count()} cores): " + gpu.device_description()
-    results["updated"] = gpu._stamp()  # pylint: disable=protected-access
-    results["targets"] = judge(results["runs"], args.lengths, args.short_len, args.long_len)
-    gpu.write_atomic(path, json.dumps(results, indent=1) + "\n")
-    gpu.write_atomic(os.path.join(args.out_dir, "RESULTS.md"), format_markdown(results))
-    plots(results, args.out_dir)
+    return run
 
   def main(self) -> int:
     args, paths = self.args, self.paths
     key = f"seed{args.seed}/{args.variant_name}"
     ok = True
+    if args.merge:
+      merge_results(args, args.merge.split(","))
+      print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
+      return 0
     if args.report_only:
       mine = [p for p in PHASES if args.variant_name == "main" or  # a variant: its own only
               chain_variant(args, p) != "main"]
