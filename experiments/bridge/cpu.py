@@ -6,6 +6,7 @@ r"""The plan at a scale 2 CPU cores can run: L = 128 -> 4L = 512, with controls 
   python -m experiments.bridge.cpu --controls no_rope --skip_main   # one control, later
   python -m experiments.bridge.cpu --start_at phase2      # reuse phase2a/2b, train from phase2
   python -m experiments.bridge.cpu --smoke                # tiny: checks the machinery (tests)
+  python -m experiments.bridge.cpu --merge A/results.json,B/results.json   # seeds run apart
 
 Every stage is one of the project's own commands (run as a subprocess; experiments.bridge.run
 supplies the stage runner, the interleave command and the chat probe):
