@@ -238,6 +238,8 @@ def tools_suite(generate_fn: GenerateFn, tokenizer, path: str, samples: int = 0,
                                     if r["has_expected_arguments"]),
       "no_call_accuracy": _mean(float(not r["called"]) for r in want_none),
       "invalid_when_called": _mean(float(not r["valid"]) for r in results if r["called"]),
+      "call_kinds": {k: sum(r["kind"] == k for r in want_call)
+                     for k in eval_tasks.TOOL_OUTPUT_KINDS},
       "count_call": len(want_call), "count_no_call": len(want_none),
       "records": results,
   }
@@ -333,6 +335,8 @@ def format_results(results: dict[str, Any]) -> str:
     for k in ("decision_accuracy", "call_rate", "valid_call_rate", "right_function_rate",
               "right_arguments_rate", "no_call_accuracy", "invalid_when_called"):
       parts.append(f"  {k:<28}{_pct(r[k])}%")
+    parts.append("  calls asked for, by kind: " + ", ".join(
+        f"{k} {n}" for k, n in r["call_kinds"].items()))
   if "val" in results:
     r = results["val"]
     parts.append(f"val loss ({r['batches']} batches of {r['seq_len']} tokens): {r['loss']:.4f}")

@@ -30,6 +30,8 @@ import re
 import string
 from typing import Any, Sequence
 
+from jaxlm.data import chat_format
+
 PASSKEY_INSTRUCTION = ("There is an important info hidden inside a lot of irrelevant text. "
                        "Find it and memorize them. I will quiz you about the important "
                        "information there.")
@@ -339,25 +341,31 @@ def score_answer_found(output: str, answer: str) -> float:
   return float(answer.strip().lower() in output.lower())
 
 
+TOOL_OUTPUT_KINDS = chat_format.TOOL_CALL_KINDS + ("no_call",)  # what a turn's first call is
+
+
 def score_tool_output(parsed: dict[str, Any], record: dict[str, Any]) -> dict[str, bool]:
   """Judges one assistant turn (chat_format.parse_assistant_output) against a tool record.
 
   Returns flags: `called` (a call was made), `valid` (the first call parses, names an
   offered function and its arguments validate), `right_name` (valid and the expected
   function), `right_arguments` (right_name and exactly the record's expected_arguments,
-  when it gives them), `decision_correct` (called exactly when a call was expected).
+  when it gives them), `decision_correct` (called exactly when a call was expected); and
+  `kind`, what the first call is (one of TOOL_OUTPUT_KINDS).
   """
-  from jaxlm.data import chat_format  # pylint: disable=import-outside-toplevel
   expected = record.get("expected")
   if expected not in ("call", "no_call"):
     raise ValueError(f"tool eval record has expected={expected!r}; want 'call' or 'no_call'")
   calls = parsed["tool_calls"]
   called = bool(calls)
-  valid = called and not chat_format.validate_tool_call(calls[0], record.get("tools") or [])
+  kind = chat_format.check_tool_call(calls[0], record.get("tools") or [])[0] if called \
+      else "no_call"
+  valid = kind == "valid"
   right_name = right_arguments = False
   if valid:
     name, arguments = chat_format.parse_tool_call(calls[0])
     right_name = name == record.get("expected_name")
     right_arguments = right_name and arguments == record.get("expected_arguments")
-  return {"called": called, "valid": bool(valid), "right_name": right_name,
-          "right_arguments": right_arguments, "decision_correct": called == (expected == "call")}
+  return {"called": called, "valid": valid, "right_name": right_name,
+          "right_arguments": right_arguments, "decision_correct": called == (expected == "call"),
+          "kind": kind}

@@ -414,6 +414,22 @@ def test_cpu_answer_kinds_count_probes_up_to_4l():
                    "other_number": 0, "no_number": 0}
 
 
+def test_cpu_tool_kinds_table_shows_held_out_and_seen_counts():
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  held = {"valid_call_rate": 0.0, "call_kinds": {"malformed": 20, "unknown_function": 3,
+                                                 "no_call": 1}}
+  seen = {"valid_call_rate": 0.25, "call_kinds": {"valid": 6, "malformed": 18}}
+  results = {"runs": {"seed2/main": {"phases": {
+      "phase2": {"tools_heldout": {"valid_call_rate": 0.0}},  # an old eval: no kinds, no row
+      "phase2_5": {"tools_heldout": held, "tools_seen": seen},
+      "phase3": {"tools_heldout": held}}}}}
+  lines = cpu.tool_kinds_table(results)
+  assert "| valid | bad arguments | unknown function | malformed | no call |" in lines[5]
+  assert lines[7:] == ["| seed2/main | phase2_5 | 0 / 6 | 0 / 0 | 3 / 0 | 20 / 18 | 1 / 0 |",
+                       "| seed2/main | phase3 | 0 / - | 0 / - | 3 / - | 20 / - | 1 / - |"]
+  assert cpu.tool_kinds_table({"runs": {}}) == []
+
+
 def test_cpu_merge_joins_seeds_run_apart_and_refuses_bad_files(tmp_path):
   """Seeds run side by side, each into its own --out_dir, are joined by --merge: every run
   keeps its own command, a key already there is replaced, targets and tables cover them all."""

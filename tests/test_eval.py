@@ -185,12 +185,13 @@ def test_tools_suite_judges_validity_and_decisions(tmp_path):
           "expected_arguments": {"city": "Oslo"}}
   no_call = {"messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER_TOOL],
              "expected": "no_call", "expected_name": None}
-  path = _write_jsonl(tmp_path / "tools.jsonl", [call, call, call, call, no_call, no_call])
+  path = _write_jsonl(tmp_path / "tools.jsonl", [call] * 5 + [no_call, no_call])
   outputs = iter([
       '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',  # valid
       '<tool_call>{"name": "get_weather", "arguments": {"town": "Oslo"}}</tool_call>',  # bad args
       '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}',  # unterminated JSON
       "I cannot check that.",  # no call where one was expected
+      '<tool_call>{"name": "get_forecast", "arguments": {"city": "Oslo"}}</tool_call>',  # not offered
       "Hello!",  # right: no call
       '<tool_call>{"name": "launch", "arguments": {}}</tool_call>',  # wrong: unknown, and called
   ])
@@ -203,14 +204,22 @@ def test_tools_suite_judges_validity_and_decisions(tmp_path):
   result = eval_lib.tools_suite(generate_fn, tok, path)
   from jaxlm.data import chat_format
   assert seen_stops == [[tok.eos_id, tok.specials[chat_format.END_OF_TURN]]]
-  assert result["call_rate"] == 0.75
-  assert result["valid_call_rate"] == 0.25
-  assert result["right_function_rate"] == 0.25
-  assert result["right_arguments_rate"] == 0.25
+  assert result["call_rate"] == 0.8
+  assert result["valid_call_rate"] == 0.2
+  assert result["right_function_rate"] == 0.2
+  assert result["right_arguments_rate"] == 0.2
   assert result["no_call_accuracy"] == 0.5
-  assert result["decision_accuracy"] == 4 / 6
-  assert result["invalid_when_called"] == 3 / 4
-  assert re.search(r"valid_call_rate\s+25\.0%", eval_lib.format_results({"tools": result}))
+  assert result["decision_accuracy"] == 5 / 7
+  assert result["invalid_when_called"] == 4 / 5
+  # Where the calls asked for go wrong, one of each kind here (the no_call prompts' own
+  # unknown call is not counted: kinds are over the prompts that wanted a call).
+  assert result["call_kinds"] == dict.fromkeys(eval_tasks.TOOL_OUTPUT_KINDS, 1)
+  assert [r["kind"] for r in result["records"]] == [
+      "valid", "bad_arguments", "malformed", "no_call", "unknown_function", "no_call",
+      "unknown_function"]
+  text = eval_lib.format_results({"tools": result})
+  assert re.search(r"valid_call_rate\s+20\.0%", text)
+  assert "valid 1, bad_arguments 1, unknown_function 1, malformed 1, no_call 1" in text
 
 
 def _encode_with_specials(tok, text):

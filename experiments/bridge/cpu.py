@@ -536,7 +536,7 @@ def _tools_figures(result: dict | None) -> dict | None:
     return None
   return {k: result.get(k) for k in ("valid_call_rate", "call_rate", "right_function_rate",
                                      "no_call_accuracy", "decision_accuracy", "count_call",
-                                     "count_no_call")}
+                                     "count_no_call", "call_kinds")}
 
 
 def _overrun_by_length(records: Sequence[dict]) -> dict[str, float]:
@@ -555,6 +555,30 @@ def _answer_kinds(records: Sequence[dict], max_length: int) -> dict[str, int]:
     if r["length"] <= max_length:
       counts[eval_tasks.passkey_answer_kind(r["output"], r["references"][0])] += 1
   return counts
+
+
+def tool_kinds_table(results: dict) -> list[str]:
+  """RESULTS.md lines: the tool prompts that asked for a call, by what the model wrote."""
+  rows = [(key, phase, rec.get("tools_heldout") or {}, rec.get("tools_seen") or {})
+          for key, run in sorted(results["runs"].items())
+          for phase, rec in run.get("phases", {}).items()
+          if (rec.get("tools_heldout") or {}).get("call_kinds")]
+  if not rows:
+    return []
+  names = eval_tasks.TOOL_OUTPUT_KINDS
+  lines = ["", "## Tool calls by kind (held-out schemas / training schemas)", "",
+           "The prompts that ask for a call, by what the first call written is "
+           "(`jaxlm.data.chat_format.check_tool_call`): malformed = not a JSON object with a "
+           "string name and object arguments; unknown function = a name the prompt did not "
+           "offer; bad arguments = the offered function, arguments against its schema.", "",
+           "| run | phase | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+           "|---|---|" + "---|" * len(names)]
+  for key, phase, held, seen in rows:
+    seen_kinds = seen.get("call_kinds")
+    lines.append(f"| {key} | {phase} | " + " | ".join(
+        f"{held['call_kinds'].get(n, 0)} / {'-' if seen_kinds is None else seen_kinds.get(n, 0)}"
+        for n in names) + " |")
+  return lines
 
 
 def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) -> dict:
@@ -757,6 +781,7 @@ def format_markdown(results: dict) -> str:
     for key, phase, count in kinds:
       lines.append(f"| {key} | {phase} | " + " | ".join(str(count.get(n, 0)) for n in names)
                    + " |")
+  lines += tool_kinds_table(results)
   gates = [(key, rec["gate"]) for key, run in sorted(results["runs"].items())
            for phase, rec in run.get("phases", {}).items() if rec.get("gate")]
   if gates:

@@ -134,20 +134,32 @@ def parse_tool_call(payload: str) -> tuple[str, dict]:
   return obj["name"], args
 
 
-def validate_tool_call(payload: str, tools: Sequence[dict]) -> list[str]:
-  """Problems with a call against the offered tools; an empty list means the call is valid."""
+# What is wrong with a call, from the outside in: the payload is not a call object at all, it
+# names a function that was not offered, or its arguments break that function's schema.
+TOOL_CALL_KINDS = ("valid", "bad_arguments", "unknown_function", "malformed")
+
+
+def check_tool_call(payload: str, tools: Sequence[dict]) -> tuple[str, list[str]]:
+  """(kind, problems) of one call against the offered tools: kind is one of TOOL_CALL_KINDS;
+  problems is empty exactly when kind is "valid"."""
   import jsonschema  # pylint: disable=import-outside-toplevel
   try:
     name, args = parse_tool_call(payload)
   except ChatFormatError as e:
-    return [str(e)]
+    return "malformed", [str(e)]
   by_name = {t["name"]: t for t in tools}
   if name not in by_name:
-    return [f"unknown function {name!r}; offered: {sorted(by_name)}"]
+    return "unknown_function", [f"unknown function {name!r}; offered: {sorted(by_name)}"]
   schema = by_name[name].get("parameters") or {"type": "object"}
   try:
     validator = jsonschema.Draft202012Validator(schema)
-    return [f"{name}: {e.message}" for e in validator.iter_errors(args)]
+    problems = [f"{name}: {e.message}" for e in validator.iter_errors(args)]
   except (jsonschema.exceptions.SchemaError, jsonschema.exceptions.UnknownType) as e:
     # The offered schema itself is broken (public sets have "type": "float" and the like).
-    return [f"{name}: the tool's parameter schema is invalid ({str(e).splitlines()[0]})"]
+    problems = [f"{name}: the tool's parameter schema is invalid ({str(e).splitlines()[0]})"]
+  return ("bad_arguments" if problems else "valid"), problems
+
+
+def validate_tool_call(payload: str, tools: Sequence[dict]) -> list[str]:
+  """Problems with a call against the offered tools; an empty list means the call is valid."""
+  return check_tool_call(payload, tools)[1]
