@@ -193,6 +193,10 @@ def test_cpu_controls_change_one_thing_each(tmp_path):
   from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
   args = cpu.parse_args(["--workdir", str(tmp_path), "--out_dir", str(tmp_path / "out")])
   paths = cpu.Paths(args)
+  # `all` is the three; the tools probe runs only by name.
+  assert cpu.parse_args(["--controls", "all"]).control_list == (
+      "no_rope", "linear_pi", "replay_for_longctx")
+  assert cpu.parse_args(["--controls", "tools_only"]).control_list == ("tools_only",)
 
   def flags(phase, variant="main"):
     cmd = cpu.train_cmd(args, paths, phase, variant)
@@ -208,13 +212,16 @@ def test_cpu_controls_change_one_thing_each(tmp_path):
                            ("linear_pi", {"model.rope_theta": "10000.0",
                                           "model.rope_scaling": "linear",
                                           "model.rope_scaling_factor": "4.0"}),
-                           ("replay_for_longctx", {})):
+                           ("replay_for_longctx", {}), ("tools_only", {})):
     got = flags("phase2_5", variant)
     diff = {k: v for k, v in got.items() if main.get(k) != v
             and k not in ("workdir", "final_dir", "train_dir", "val_dir")}
     assert diff == changed, (variant, diff)
     if variant == "replay_for_longctx":
       assert "replay" in got["train_dir"] and got["train_dir"] != main["train_dir"]
+    elif variant == "tools_only":  # the probe: the tool shard alone
+      assert got["train_dir"] == os.path.join(paths.shard("tools"), "train")
+      assert got["val_dir"] == os.path.join(paths.shard("tools"), "val")
     else:
       assert got["train_dir"] == main["train_dir"]  # same data, same steps
 

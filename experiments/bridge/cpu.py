@@ -44,6 +44,8 @@ supplies the stage runner, the interleave command and the chat probe):
   controls  (--controls) phase2_5 again from the same phase2 checkpoint, same data and steps,
             one change each: no_rope (base stays 10k), linear_pi (base 10k, positions / 4),
             replay_for_longctx (the longctx quarter replaced by phase2 replay), each evaluated.
+            A probe run the same way by name (`--controls tools_only`, not in `all`): the
+            tool shard alone, to see how far tool validity goes with 4x its tokens.
 
 ROPE: the bridge raises the base by the NTK-aware rule base' = base * s^(d/(d-2)) (s = 4, head
 dim d = 32): 10k * 4^(32/30) = 43.9k, rounded to 44k. Its slowest dimension then turns through
@@ -83,7 +85,12 @@ SHORT_PHASES = ("phase2a", "phase2b", "phase2")  # at L, from configs/phase2.py
 # their val split).
 PHASE_LONGCTX = {"phase2a": "longctx_warmup", "phase2b": "longctx_tiny", "phase2": "longctx_short"}
 EVAL_PHASES = ("phase2", "phase2_5", "phase3")
-CONTROLS = ("no_rope", "linear_pi", "replay_for_longctx")
+CONTROLS = ("no_rope", "linear_pi", "replay_for_longctx")  # the issue's; `--controls all`
+# Phase2_5 from the same phase2 on the tool shard alone (same steps): how far tool-call validity
+# goes when all of the bridge's tokens are tool protocol. A probe of what limits the tools
+# target, not a recipe: run by name, never by `all`.
+PROBES = ("tools_only",)
+SIDE_RUNS = CONTROLS + PROBES  # phase2_5 alone from the main phase2, each keyed seedN/<name>
 VARIANT_PHASES = ("phase2", "phase2_5", "phase3")  # what a variant chain (--variant_name) retrains
 CHAT_PROMPTS = gpu.CHAT_PROMPTS[:3]
 
@@ -134,7 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--smoke", action="store_true", help="tiny everything: checks the machinery")
   p.add_argument("--seed", type=int, default=0, help="model init and data order (same data)")
-  p.add_argument("--controls", default="", help=f"comma list from {CONTROLS}, or 'all'")
+  p.add_argument("--controls", default="",
+                 help=f"comma list from {SIDE_RUNS}, or 'all' (= {', '.join(CONTROLS)})")
   p.add_argument("--skip_main", action="store_true",
                  help="reuse this seed's finished main chain (data, phase2) for --controls")
   p.add_argument("--out_dir", default=None)
@@ -165,8 +173,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
   # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
   args = p.parse_args(argv)
-  if args.variant_name in CONTROLS or args.variant_name.startswith("round"):
-    p.error(f"--variant_name {args.variant_name!r} is taken (controls {CONTROLS}, gate rounds)")
+  if args.variant_name in SIDE_RUNS or args.variant_name.startswith("round"):
+    p.error(f"--variant_name {args.variant_name!r} is taken (controls {SIDE_RUNS}, gate rounds)")
   if args.variant_name != "main" and args.start_at not in VARIANT_PHASES:
     p.error(f"--variant_name {args.variant_name} needs --start_at in {VARIANT_PHASES}: a "
             "variant chain reuses the seed's warm-up (phase2a, phase2b and its gate)")
@@ -182,9 +190,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.out_dir, args.workdir = os.path.abspath(args.out_dir), os.path.abspath(args.workdir)
   controls = CONTROLS if args.controls == "all" else tuple(
       c for c in args.controls.split(",") if c)
-  bad = sorted(set(controls) - set(CONTROLS))
+  bad = sorted(set(controls) - set(SIDE_RUNS))
   if bad:
-    p.error(f"--controls: unknown {bad}; choose from {CONTROLS} or 'all'")
+    p.error(f"--controls: unknown {bad}; choose from {SIDE_RUNS} or 'all'")
   args.control_list = controls
   bad = sorted(set(c for c in args.curve_phases.split(",") if c) - set(SHORT_PHASES))
   if bad:
@@ -380,8 +388,8 @@ def _rows(args, phase: str) -> int:
 
 def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str]:
   seq, steps = _seq(args, phase), _steps(args, phase, variant)
-  mix = {"phase2_5": "phase2_5_replay_mixed" if variant == "replay_for_longctx"
-         else "phase2_5_mixed"}.get(phase, f"{phase}_mixed")
+  mix = {"phase2_5": {"replay_for_longctx": "phase2_5_replay_mixed", "tools_only": "tools"}.get(
+      variant, "phase2_5_mixed")}.get(phase, f"{phase}_mixed")
   previous_round = paths.final("phase2a") if phase != "phase2b" or variant == "main" else \
       paths.final("phase2b", _round_variant(int(variant[len("round"):]) - 1))
   init_from = {"phase2a": "", "phase2b": previous_round, "phase2": phase2b_result(paths),
@@ -657,7 +665,7 @@ def judge(runs: dict, lengths: Sequence[int], L: int, L4: int) -> list[dict]:
   out = []
   for key, run in sorted(runs.items()):
     seed, variant = key.split("/")
-    if variant in CONTROLS:
+    if variant in SIDE_RUNS:
       continue
     ph = run.get("phases", {})
     if variant != "main":
@@ -880,7 +888,7 @@ def plots(results: dict, out_dir: str) -> list[str]:
           continue
         variant = key.split("/")[1]
         ax.plot(lengths, [vals.get(str(n)) for n in lengths], marker="o", color=colours(i % 20),
-                ls="-" if variant == "main" else ":" if variant in CONTROLS else "--",
+                ls="-" if variant == "main" else ":" if variant in SIDE_RUNS else "--",
                 label=key)
       ax.set_xscale("log", base=2)
       ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -1136,7 +1144,7 @@ class CpuRun:
               chain_variant(args, p) != "main"]
       self.record(key, [(p, chain_variant(args, p)) for p in mine
                         if os.path.isdir(paths.workdir(p, chain_variant(args, p)))])
-      for control in CONTROLS:
+      for control in SIDE_RUNS:
         if os.path.isdir(paths.workdir("phase2_5", control)):
           self.record(f"seed{args.seed}/{control}", [("phase2_5", control)])
       print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
