@@ -14,8 +14,9 @@ requests missing required details), several calls (parallel in one turn, or one 
 and tool errors. Every call is checked with chat_format.validate_tool_call before it is
 written; a failure is counted and the conversation dropped. With --rename_share S, a share S
 of the synthetic train/val conversations offer their functions and parameters under generated
-names (`lookup_parcel(zone, ref_slot)`), so the call has to be read off the offered schema
-rather than remembered; the held-out eval keeps the real names.
+names (`lookup_parcel(zone, ref_slot)`; with --rename_words invented, made-up words such as
+`tavoki_remu(bafe, lodu_kiv)`), so the call has to be read off the offered schema rather than
+remembered; the held-out eval keeps the real names.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -608,6 +609,13 @@ def synthesize(rng, library: list[Function] | None = None
 # share of synthetic conversations gives its functions and parameters fresh names, consistently in
 # the schemas, the calls and the eval facts, so the call can only be written by copying names from
 # the offered schema. No word of a held-out function's or parameter's name is used (tests check).
+# --rename_words picks the words: "fixed" draws them from the short lists below, whose 600
+# function names a small model learns and then guesses among (the CPU bridge's wrote
+# `scan_mileage` for a held-out `calculate_bmi`); "invented" makes every part a pronounceable
+# made-up word (`tavoki_remu`) that no prior predicts, so the name can only be copied, piece
+# by piece, from the schema, which is what an unseen schema asks.
+
+RENAME_WORDS = ("fixed", "invented")
 
 _NAME_VERBS = ("fetch", "lookup", "compute", "check", "list", "create", "send", "book", "convert",
                "find", "estimate", "query", "resolve", "load", "plan", "record", "schedule",
@@ -621,25 +629,54 @@ _PARAM_WORDS = ("amount", "code", "ref", "slot", "mode", "tier", "zone", "handle
                 "kind", "level", "group", "owner", "value", "range", "key", "note", "window")
 
 
-def _fresh_name(rng, parts: tuple[tuple[str, ...], ...], used: set) -> str:
+_CONSONANTS, _VOWELS = "bcdfghjklmnprstvz", "aeiou"
+
+
+def _invented_word(rng, avoid: frozenset) -> str:
   while True:
-    name = "_".join(rng.choice(words) for words in parts)
+    word = "".join(rng.choice(_CONSONANTS if k % 2 == 0 else _VOWELS)
+                   for k in range(rng.randint(3, 7)))
+    if word not in avoid:
+      return word
+
+
+def name_words(functions: list[Function]) -> frozenset:
+  """Every word of these functions' names and parameter names (split at underscores)."""
+  words = set()
+  for f in functions:
+    words.update(f.name.split("_"))
+    for p in f.params:
+      words.update(p.name.split("_"))
+  return frozenset(words)
+
+
+def _fresh_name(rng, parts: tuple[tuple[str, ...], ...], used: set, words: str,
+                avoid: frozenset) -> str:
+  while True:
+    if words == "invented":
+      name = "_".join(_invented_word(rng, avoid) for _ in parts)
+    else:
+      name = "_".join(rng.choice(pool) for pool in parts)
     if name not in used:
       used.add(name)
       return name
 
 
-def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict
+def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict,
+                     words: str = "fixed", avoid: frozenset = frozenset()
                      ) -> tuple[list[dict], list[dict], dict]:
-  """The conversation with every offered function and parameter under a generated name."""
+  """The conversation with every offered function and parameter under a generated name
+  (words: one of RENAME_WORDS; avoid: words an invented name must not use)."""
+  if words not in RENAME_WORDS:
+    raise ValueError(f"--rename_words {words!r}: choose from {RENAME_WORDS}")
   fn_names, used = {}, set()
   params: dict[str, dict[str, str]] = {}
   for tool in tools:
-    fn_names[tool["name"]] = _fresh_name(rng, (_NAME_VERBS, _NAME_NOUNS), used)
+    fn_names[tool["name"]] = _fresh_name(rng, (_NAME_VERBS, _NAME_NOUNS), used, words, avoid)
     taken: set = set()
     params[tool["name"]] = {
         p: _fresh_name(rng, (_PARAM_WORDS,) if rng.random() < 0.5 else
-                       (_PARAM_WORDS, _PARAM_WORDS), taken)
+                       (_PARAM_WORDS, _PARAM_WORDS), taken, words, avoid)
         for p in tool["parameters"]["properties"]}
 
   def schema(tool):
@@ -866,7 +903,7 @@ CONVERTERS = {"glaive": convert_glaive, "hermes": convert_hermes}
 def make_worker_state(arg) -> dict:
   train, heldout = split_library(arg.get("heldout", ()))
   return {"cfg": arg, "tokenizer": load_tokenizer(arg["tokenizer"]), "train_library": train,
-          "heldout_library": heldout or train}
+          "heldout_library": heldout or train, "heldout_words": name_words(heldout)}
 
 
 def _encode(messages, tools, source) -> bu.Document:
@@ -888,7 +925,9 @@ def _synthetic_item(item):
   rng = bu.doc_rng(cfg["seed"], "tools", split, index)
   messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"])
   if rng.random() < cfg.get("rename_share", 0.0):
-    messages, tools, _ = rename_functions(rng, messages, tools, facts)
+    messages, tools, _ = rename_functions(rng, messages, tools, facts,
+                                          cfg.get("rename_words", "fixed"),
+                                          bu.worker_state()["heldout_words"])
   problems = call_problems(messages, tools)
   if problems:
     return bu.Skipped("invalid_synthetic_call", problems[0])
@@ -953,6 +992,9 @@ def parse_args(argv=None):
   p.add_argument("--rename_share", type=float, default=0.0,
                  help="share of synthetic train/val conversations whose functions and "
                       "parameters get generated names (teaches reading the offered schema)")
+  p.add_argument("--rename_words", default="fixed", choices=RENAME_WORDS,
+                 help="the generated names' words: fixed lists, or invented made-up words "
+                      "that can only be copied from the schema")
   p.add_argument("--heldout_functions", default=",".join(HELDOUT_FUNCTIONS),
                  help="synthetic functions kept out of train/val and asked in eval.jsonl "
                       "('' = none: eval.jsonl then uses the training schemas)")
@@ -972,11 +1014,11 @@ def build(args) -> bu.Report:
   if not 0.0 <= args.rename_share <= 1.0:
     raise ValueError(f"--rename_share {args.rename_share} is not a share in [0, 1]")
   cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
-         "rename_share": args.rename_share}
+         "rename_share": args.rename_share, "rename_words": args.rename_words}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
           "seq_len": args.seq_len, "heldout_functions": list(heldout),
-          "rename_share": args.rename_share}
+          "rename_share": args.rename_share, "rename_words": args.rename_words}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   tokens_per_source = {}
   with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \
@@ -1009,6 +1051,7 @@ def build(args) -> bu.Report:
     seen_out = os.path.join(os.path.dirname(eval_out), "eval_seen.jsonl")
     bu.write_jsonl(bu.staged_path(writer, seen_out), seen_rows)
     report.extra["heldout_functions"] = list(heldout)
+    report.extra["rename"] = {"share": args.rename_share, "words": args.rename_words}
     report.extra["tokens_per_source"] = tokens_per_source
     report.extra["eval"] = f"{len(eval_rows)} prompts -> {eval_out}"
     bu.commit_report(report, writer)

@@ -227,36 +227,62 @@ def test_heldout_functions_flag(tmp_path, tokenizer_path):
   assert read_report(out)["heldout_functions"] == []
 
 
-def test_renamed_functions_must_be_read_from_the_schema(tmp_path, tokenizer_path, tokenizer):
-  """--rename_share 1: every synthetic conversation offers its functions and parameters under
-  generated names, consistently in schema and call (the calls still validate), none built from
-  a held-out function's or parameter's words; the held-out eval is untouched."""
-  out = build(tmp_path / "ren", tokenizer_path, "--rename_share", "1")
-  plain = build(tmp_path / "plain", tokenizer_path)
-  library = {f.name for f in tool_synth.LIBRARY}
-  held_words = set()
-  for f in tool_synth.LIBRARY:
-    if f.name in tool_synth.HELDOUT_FUNCTIONS:
-      held_words.update(f.name.split("_"))
-      for p in f.params:
-        held_words.update(p.name.split("_"))
-  names, n_calls = set(), 0
+def _renamed_tools(out, tokenizer):
+  """(every offered schema, number of calls) of a renamed build's train split; each call
+  validates against the schemas offered beside it."""
+  offered, n_calls = [], 0
   for _, text in conversations(os.path.join(out, "train"), tokenizer):
     tools = json.loads(re.search(r"<tools>(.*?)</tools>", text, re.S).group(1))
-    offered = {t["name"]: t for t in tools}
-    assert not set(offered) & library
-    for t in tools:
-      words = set(t["name"].split("_"))
-      for p in t["parameters"]["properties"]:
-        words.update(p.split("_"))
-      assert not words & held_words, (t["name"], words & held_words)
+    offered += tools
     for call in re.findall(re.escape(chat_format.TOOL_CALL_OPEN) + "(.*?)" +
                            re.escape(chat_format.TOOL_CALL_CLOSE), text, re.S):
       n_calls += 1
       assert not chat_format.validate_tool_call(call, tools), call
-    names.update(offered)
+  return offered, n_calls
+
+
+def _name_words(tool):
+  words = set(tool["name"].split("_"))
+  for p in tool["parameters"]["properties"]:
+    words.update(p.split("_"))
+  return words
+
+
+@pytest.mark.parametrize("words", tool_synth.RENAME_WORDS)
+def test_renamed_functions_must_be_read_from_the_schema(tmp_path, tokenizer_path, tokenizer,
+                                                        words):
+  """--rename_share 1: every synthetic conversation offers its functions and parameters under
+  generated names, consistently in schema and call (the calls still validate), none built from
+  a held-out function's or parameter's words; the held-out eval is untouched. Invented words
+  are none of the fixed lists' and hardly repeat, so no name can be guessed."""
+  out = build(tmp_path / "ren", tokenizer_path, "--rename_share", "1", "--rename_words", words)
+  plain = build(tmp_path / "plain", tokenizer_path)
+  library = {f.name for f in tool_synth.LIBRARY}
+  held_words = tool_synth.name_words(
+      [f for f in tool_synth.LIBRARY if f.name in tool_synth.HELDOUT_FUNCTIONS])
+  assert {"calculate", "bmi", "topic", "genre"} <= held_words
+  offered, n_calls = _renamed_tools(out, tokenizer)
+  names = {t["name"] for t in offered}
+  assert not names & library
+  for t in offered:
+    assert not _name_words(t) & held_words, (t["name"], _name_words(t) & held_words)
   assert n_calls >= 10 and len(names) >= 20
+  fixed = set(tool_synth._NAME_VERBS + tool_synth._NAME_NOUNS + tool_synth._PARAM_WORDS)
+  used = set().union(*(_name_words(t) for t in offered))
+  if words == "fixed":
+    assert used <= fixed
+  else:
+    assert not used & fixed
+    assert len(names) >= 0.9 * len(offered)  # a fresh name nearly every time it is offered
+  assert read_report(out)["rename"] == {"share": 1.0, "words": words}
   assert read_jsonl(os.path.join(out, "eval.jsonl")) == read_jsonl(os.path.join(plain,
                                                                                 "eval.jsonl"))
+
+
+def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
   with pytest.raises(ValueError, match="--rename_share"):
     build(tmp_path / "bad", tokenizer_path, "--rename_share", "1.5")
+  with pytest.raises(SystemExit):  # argparse names the flag and its choices
+    build(tmp_path / "bad2", tokenizer_path, "--rename_share", "1", "--rename_words", "random")
+  with pytest.raises(ValueError, match="--rename_words 'random'"):
+    tool_synth.rename_functions(None, [], [], {}, "random")
