@@ -16,7 +16,9 @@ written; a failure is counted and the conversation dropped. With --rename_share 
 of the synthetic train/val conversations offer their functions and parameters under generated
 names (`lookup_parcel(zone, ref_slot)`; with --rename_words invented, made-up words such as
 `tavoki_remu(bafe, lodu_kiv)`), so the call has to be read off the offered schema rather than
-remembered; the held-out eval keeps the real names.
+remembered; the held-out eval keeps the real names. --max_offered N (default 4) and
+--schema_detail names (no descriptions) make the schemas short, so the name a call copies is
+a few dozen tokens back: a short-range stage for that copy.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -527,15 +529,16 @@ def _tool_msg(result: dict) -> dict:
   return {"role": "tool", "content": json.dumps(result, ensure_ascii=False)}
 
 
-def synthesize(rng, library: list[Function] | None = None
+def synthesize(rng, library: list[Function] | None = None, max_offered: int = 4
                ) -> tuple[list[dict], list[dict], dict]:
   """One synthetic conversation: (messages, tools, eval facts about the first user turn).
 
-  The offered functions are drawn from `library` (default: all of LIBRARY)."""
+  The offered functions (1 to max_offered) are drawn from `library` (default: all of
+  LIBRARY)."""
   library = LIBRARY if library is None else library
   kind = rng.choices(["single", "parallel", "sequential", "error", "no_call"],
                      [45, 12, 13, 10, 20])[0]
-  offered = rng.sample(library, rng.randint(1, min(4, len(library))))
+  offered = rng.sample(library, rng.randint(1, min(max_offered, len(library))))
   main = offered[0]
   rng.shuffle(offered)
   tools = [f.schema() for f in offered]
@@ -919,15 +922,32 @@ def _too_long(doc: bu.Document, where: str):
   return doc
 
 
+# --schema_detail names offers each function as its name and typed parameters only, without
+# the descriptions: a schema of ~30 tokens instead of ~100, so the name a call copies is a
+# short way back. A short-range stage for the copy, as phase2b is for the passkey's.
+SCHEMA_DETAILS = ("full", "names")
+
+
+def names_only(tool: dict) -> dict:
+  """A function schema without its own or its parameters' descriptions."""
+  spec = tool["parameters"]
+  props = {k: {f: v for f, v in p.items() if f != "description"}
+           for k, p in spec["properties"].items()}
+  return {"name": tool["name"], "parameters": {**spec, "properties": props}}
+
+
 def _synthetic_item(item):
   split, index = item
   cfg = bu.worker_state()["cfg"]
   rng = bu.doc_rng(cfg["seed"], "tools", split, index)
-  messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"])
+  messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"],
+                                      cfg.get("max_offered", 4))
   if rng.random() < cfg.get("rename_share", 0.0):
     messages, tools, _ = rename_functions(rng, messages, tools, facts,
                                           cfg.get("rename_words", "fixed"),
                                           bu.worker_state()["heldout_words"])
+  if cfg.get("schema_detail", "full") == "names":
+    tools = [names_only(t) for t in tools]
   problems = call_problems(messages, tools)
   if problems:
     return bu.Skipped("invalid_synthetic_call", problems[0])
@@ -992,6 +1012,11 @@ def parse_args(argv=None):
   p.add_argument("--rename_share", type=float, default=0.0,
                  help="share of synthetic train/val conversations whose functions and "
                       "parameters get generated names (teaches reading the offered schema)")
+  p.add_argument("--max_offered", type=int, default=4,
+                 help="synthetic conversations offer 1 to this many functions")
+  p.add_argument("--schema_detail", default="full", choices=SCHEMA_DETAILS,
+                 help="synthetic schemas in full, or names and typed parameters only "
+                      "(short schemas: the name a call copies is close by)")
   p.add_argument("--rename_words", default="fixed", choices=RENAME_WORDS,
                  help="the generated names' words: fixed lists, or invented made-up words "
                       "that can only be copied from the schema")
@@ -1013,12 +1038,17 @@ def build(args) -> bu.Report:
   split_library(heldout)  # bad names fail here, before any work
   if not 0.0 <= args.rename_share <= 1.0:
     raise ValueError(f"--rename_share {args.rename_share} is not a share in [0, 1]")
+  if args.max_offered < 1:
+    raise ValueError(f"--max_offered {args.max_offered}: a conversation offers at least 1 "
+                     "function")
   cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
-         "rename_share": args.rename_share, "rename_words": args.rename_words}
+         "rename_share": args.rename_share, "rename_words": args.rename_words,
+         "max_offered": args.max_offered, "schema_detail": args.schema_detail}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
           "seq_len": args.seq_len, "heldout_functions": list(heldout),
-          "rename_share": args.rename_share, "rename_words": args.rename_words}
+          "rename_share": args.rename_share, "rename_words": args.rename_words,
+          "max_offered": args.max_offered, "schema_detail": args.schema_detail}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   tokens_per_source = {}
   with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \

@@ -279,6 +279,33 @@ def test_renamed_functions_must_be_read_from_the_schema(tmp_path, tokenizer_path
                                                                                 "eval.jsonl"))
 
 
+def test_short_schemas_put_the_name_close_to_the_call(tmp_path, tokenizer_path, tokenizer):
+  """--max_offered 1 --schema_detail names: one function a conversation, offered as its name
+  and typed parameters only (no descriptions), so the schema is short; calls still validate,
+  and the held-out eval keeps its full schemas."""
+  out = build(tmp_path / "short", tokenizer_path, "--max_offered", "1", "--schema_detail",
+              "names", "--rename_share", "1", "--rename_words", "invented")
+  full = build(tmp_path / "full", tokenizer_path, "--rename_share", "1", "--rename_words",
+               "invented")
+  offered, n_calls = _renamed_tools(out, tokenizer)
+  assert n_calls >= 10
+  for t in offered:
+    assert "description" not in json.dumps(t), t
+    assert set(t["parameters"]["properties"]) and all(
+        "type" in p for p in t["parameters"]["properties"].values())
+  n_offered = [len(json.loads(re.search(r"<tools>(.*?)</tools>", text, re.S).group(1)))
+               for _, text in conversations(os.path.join(out, "train"), tokenizer)]
+  assert set(n_offered) == {1}
+  full_offered, _ = _renamed_tools(full, tokenizer)
+
+  def mean_tokens(tools):
+    return sum(len(tokenizer.encode(json.dumps(t))) for t in tools) / len(tools)
+  assert mean_tokens(offered) < 0.8 * mean_tokens(full_offered)
+  assert read_report(out)["rename"] == {"share": 1.0, "words": "invented"}
+  assert read_jsonl(os.path.join(out, "eval.jsonl")) == read_jsonl(os.path.join(full,
+                                                                                "eval.jsonl"))
+
+
 def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
   with pytest.raises(ValueError, match="--rename_share"):
     build(tmp_path / "bad", tokenizer_path, "--rename_share", "1.5")
@@ -286,3 +313,5 @@ def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
     build(tmp_path / "bad2", tokenizer_path, "--rename_share", "1", "--rename_words", "random")
   with pytest.raises(ValueError, match="--rename_words 'random'"):
     tool_synth.rename_functions(None, [], [], {}, "random")
+  with pytest.raises(ValueError, match="--max_offered 0"):
+    build(tmp_path / "bad3", tokenizer_path, "--max_offered", "0")
