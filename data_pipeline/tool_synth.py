@@ -17,8 +17,8 @@ of the synthetic train/val conversations offer their functions and parameters un
 names (`lookup_parcel(zone, ref_slot)`; with --rename_words invented, made-up words such as
 `tavoki_remu(bafe, lodu_kiv)`), so the call has to be read off the offered schema rather than
 remembered; the held-out eval keeps the real names. --max_offered N (default 4) and
---schema_detail names (no descriptions) make the schemas short, so the name a call copies is
-a few dozen tokens back: a short-range stage for that copy.
+--schema_detail names (no descriptions) shorten what is offered, so with one function the name
+a call copies is some 50 tokens back: a short-range stage for that copy.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -923,8 +923,9 @@ def _too_long(doc: bu.Document, where: str):
 
 
 # --schema_detail names offers each function as its name and typed parameters only, without
-# the descriptions: a schema of ~30 tokens instead of ~100, so the name a call copies is a
-# short way back. A short-range stage for the copy, as phase2b is for the passkey's.
+# the descriptions (the library's schemas shrink to about two thirds of their tokens); with
+# --max_offered 1 the name a call copies is then some 50 tokens back. A short-range stage for
+# that copy, as phase2b is for the passkey's.
 SCHEMA_DETAILS = ("full", "names")
 
 
