@@ -18,7 +18,8 @@ names (`lookup_parcel(zone, ref_slot)`; with --rename_words invented, made-up wo
 `tavoki_remu(bafe, lodu_kiv)`), so the call has to be read off the offered schema rather than
 remembered; the held-out eval keeps the real names. --max_offered N (default 4) and
 --schema_detail names (no descriptions) shorten what is offered, so with one function the name
-a call copies is some 50 tokens back: a short-range stage for that copy.
+a call copies is some 50 tokens back: a short-range stage for that copy. --name_weight W weighs
+the tokens that spell each call's function name W in the loss (as --answer_weight does a key).
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -909,9 +910,40 @@ def make_worker_state(arg) -> dict:
           "heldout_library": heldout or train, "heldout_words": name_words(heldout)}
 
 
+# --name_weight W: the tokens that spell a call's function name weigh W in the loss, as
+# longctx_hard's --answer_weight does for a key. The name is the part of a call that has to be
+# copied from the offered schema, and it is a few of the many assistant tokens the loss counts.
+_CALL_HEAD = '{"name": "'
+
+
+def weight_call_names(tok, ids: list[int], weights: list[int], weight: int) -> list[int]:
+  """`weights` with `weight` on every trained token that overlaps a call's function name."""
+  if weight == 1:
+    return weights
+  weights = list(weights)
+  open_id = tok.special_id(chat_format.TOOL_CALL_OPEN)
+  for start, (token, w) in enumerate(zip(ids, weights)):
+    if token != open_id or not w:
+      continue
+    text = tok.decode(ids[start + 1:start + 1 + 64])
+    if not text.startswith(_CALL_HEAD) or '"' not in text[len(_CALL_HEAD):]:
+      continue  # not a call our format writes (cut by the window): leave it as it is
+    name_end = text.index('"', len(_CALL_HEAD))
+    covered = 0  # characters decoded so far after the marker
+    for k in range(start + 1, len(ids)):
+      if covered >= name_end:
+        break
+      now = len(tok.decode(ids[start + 1:k + 1]))
+      if now > len(_CALL_HEAD) and weights[k]:
+        weights[k] = weight
+      covered = now
+  return weights
+
+
 def _encode(messages, tools, source) -> bu.Document:
   tok = bu.worker_state()["tokenizer"]
   ids, weights = chat_format.encode_conversation(tok, messages, tools)
+  weights = weight_call_names(tok, ids, weights, bu.worker_state()["cfg"].get("name_weight", 1))
   return bu.Document(np.asarray(ids, np.int32), np.asarray(weights, np.uint8), source)
 
 
@@ -1013,6 +1045,8 @@ def parse_args(argv=None):
   p.add_argument("--rename_share", type=float, default=0.0,
                  help="share of synthetic train/val conversations whose functions and "
                       "parameters get generated names (teaches reading the offered schema)")
+  p.add_argument("--name_weight", type=int, default=1,
+                 help="loss weight of the tokens that spell a call's function name")
   p.add_argument("--max_offered", type=int, default=4,
                  help="synthetic conversations offer 1 to this many functions")
   p.add_argument("--schema_detail", default="full", choices=SCHEMA_DETAILS,
@@ -1039,17 +1073,21 @@ def build(args) -> bu.Report:
   split_library(heldout)  # bad names fail here, before any work
   if not 0.0 <= args.rename_share <= 1.0:
     raise ValueError(f"--rename_share {args.rename_share} is not a share in [0, 1]")
+  if not 1 <= args.name_weight <= 255:
+    raise ValueError(f"--name_weight {args.name_weight}: a loss weight from 1 to 255")
   if args.max_offered < 1:
     raise ValueError(f"--max_offered {args.max_offered}: a conversation offers at least 1 "
                      "function")
   cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
          "rename_share": args.rename_share, "rename_words": args.rename_words,
-         "max_offered": args.max_offered, "schema_detail": args.schema_detail}
+         "max_offered": args.max_offered, "schema_detail": args.schema_detail,
+         "name_weight": args.name_weight}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
           "seq_len": args.seq_len, "heldout_functions": list(heldout),
           "rename_share": args.rename_share, "rename_words": args.rename_words,
-          "max_offered": args.max_offered, "schema_detail": args.schema_detail}
+          "max_offered": args.max_offered, "schema_detail": args.schema_detail,
+          "name_weight": args.name_weight}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   tokens_per_source = {}
   with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \

@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from data_pipeline import builder_utils as bu
@@ -306,6 +307,32 @@ def test_short_schemas_put_the_name_close_to_the_call(tmp_path, tokenizer_path, 
                                                                                 "eval.jsonl"))
 
 
+def test_name_weight_weighs_exactly_the_called_names(tmp_path, tokenizer_path, tokenizer):
+  """--name_weight 3: the tokens that spell each call's function name weigh 3 and no other
+  token does; the tokens themselves and every other weight are those of the plain build."""
+  common = ("--rename_share", "1", "--rename_words", "invented")
+  out = build(tmp_path / "nw", tokenizer_path, *common, "--name_weight", "3")
+  plain = build(tmp_path / "plain", tokenizer_path, *common)
+  docs, plain_docs = documents(os.path.join(out, "train")), documents(os.path.join(plain,
+                                                                                   "train"))
+  assert len(docs) == len(plain_docs)
+  n_names = 0
+  for d, p in zip(docs, plain_docs):
+    np.testing.assert_array_equal(d["tokens"], p["tokens"])
+    assert set(np.unique(p["weights"])) <= {0, 1}
+    np.testing.assert_array_equal(np.minimum(d["weights"], 1), p["weights"])
+    if d["pad"]:
+      continue
+    heavy = d["weights"] == 3
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], heavy.astype(int), [0]])))
+    runs = [tokenizer.decode(d["tokens"][a:b].tolist()) for a, b in zip(edges[::2], edges[1::2])]
+    text = tokenizer.decode(d["tokens"][1:-1].tolist())
+    called = re.findall(re.escape(chat_format.TOOL_CALL_OPEN) + r'\{"name": "([^"]+)"', text)
+    assert runs == called, (runs, called)
+    n_names += len(called)
+  assert n_names >= 10
+
+
 def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
   with pytest.raises(ValueError, match="--rename_share"):
     build(tmp_path / "bad", tokenizer_path, "--rename_share", "1.5")
@@ -313,5 +340,7 @@ def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
     build(tmp_path / "bad2", tokenizer_path, "--rename_share", "1", "--rename_words", "random")
   with pytest.raises(ValueError, match="--rename_words 'random'"):
     tool_synth.rename_functions(None, [], [], {}, "random")
+  with pytest.raises(ValueError, match="--name_weight 0"):
+    build(tmp_path / "bad4", tokenizer_path, "--name_weight", "0")
   with pytest.raises(ValueError, match="--max_offered 0"):
     build(tmp_path / "bad3", tokenizer_path, "--max_offered", "0")
