@@ -79,6 +79,13 @@ def stable_fraction(*keys: Any) -> float:
   return int.from_bytes(digest[:8], "little") / 2**64
 
 
+def pseudo_word(rng: random.Random, letters: int) -> str:
+  """A pronounceable made-up word (consonant, vowel, ...): no prior predicts it, so a model
+  can only copy it from its context."""
+  consonants, vowels = "bcdfghjklmnprstvz", "aeiou"
+  return "".join(rng.choice(consonants if k % 2 == 0 else vowels) for k in range(letters))
+
+
 # ----------------------------------------------------------------------------------------------
 # Ordered parallel map
 

@@ -463,8 +463,7 @@ def verify(doc: LongDoc, tok, plan: Plan) -> bool:
 
 def _pseudo_word(rng, used: set, letters: int = 6) -> str:
   while True:
-    consonants, vowels = "bcdfghjklmnprstvz", "aeiou"
-    w = "".join(rng.choice(consonants if k % 2 == 0 else vowels) for k in range(letters))
+    w = bu.pseudo_word(rng, letters)
     if w not in used:
       used.add(w)
       return w

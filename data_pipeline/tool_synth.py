@@ -633,13 +633,9 @@ _PARAM_WORDS = ("amount", "code", "ref", "slot", "mode", "tier", "zone", "handle
                 "kind", "level", "group", "owner", "value", "range", "key", "note", "window")
 
 
-_CONSONANTS, _VOWELS = "bcdfghjklmnprstvz", "aeiou"
-
-
 def _invented_word(rng, avoid: frozenset) -> str:
   while True:
-    word = "".join(rng.choice(_CONSONANTS if k % 2 == 0 else _VOWELS)
-                   for k in range(rng.randint(3, 7)))
+    word = bu.pseudo_word(rng, rng.randint(3, 7))
     if word not in avoid:
       return word
 
@@ -913,7 +909,9 @@ def make_worker_state(arg) -> dict:
 # --name_weight W: the tokens that spell a call's function name weigh W in the loss, as
 # longctx_hard's --answer_weight does for a key. The name is the part of a call that has to be
 # copied from the offered schema, and it is a few of the many assistant tokens the loss counts.
-_CALL_HEAD = '{"name": "'
+# What chat_format writes between the call marker and the name (`{"name": "`).
+_CALL_TEMPLATE = chat_format.format_tool_call("NAME", {})
+_CALL_HEAD = _CALL_TEMPLATE[len(chat_format.TOOL_CALL_OPEN):_CALL_TEMPLATE.index("NAME")]
 
 
 def weight_call_names(tok, ids: list[int], weights: list[int], weight: int) -> list[int]:
@@ -927,7 +925,7 @@ def weight_call_names(tok, ids: list[int], weights: list[int], weight: int) -> l
       continue
     text = tok.decode(ids[start + 1:start + 1 + 64])
     if not text.startswith(_CALL_HEAD) or '"' not in text[len(_CALL_HEAD):]:
-      continue  # not a call our format writes (cut by the window): leave it as it is
+      continue  # not a call in chat_format's form (a converted record's oddity): left as is
     name_end = text.index('"', len(_CALL_HEAD))
     covered = 0  # characters decoded so far after the marker
     for k in range(start + 1, len(ids)):
