@@ -43,6 +43,10 @@ is the Landmark prompt that `jaxlm.eval --suite passkey` asks), `generated` from
 filled with word-list pairs (thousands of phrasings), `both` half and half. None of them is a
 held-out phrasing of `jaxlm.eval --suite passkey_heldout` (tests check it).
 
+Keys (--key_kind): the answers of passkey, kv_retrieval and multi_query are digits (default),
+snake_case names of one to three words (`crisp_tavoki`), or half of each; a model that only
+ever copied digits copies no name (see KEY_KINDS).
+
 Answer tokens can be upweighted with --answer_weight W (uint8 loss-weight sidecar), and the
 token that ends each answer (the `.` or newline after a key) with --stop_weight. Per
 document facts (task, distances, offset) go to DIR/<split>_documents.jsonl and the closing
@@ -147,9 +151,10 @@ def generated_phrasing(rng, key: str) -> tuple[str, str]:
 
 
 def _needle_pattern(needle: str) -> str:
-  """A regex for a needle template: the first {key} captures digits, later ones repeat it."""
+  """A regex for a needle template: the first {key} captures the key (digits or a snake_case
+  name), later ones repeat it."""
   head, *rest = needle.split("{key}")
-  return re.escape(head) + r"(\d+)" + r"\1".join(re.escape(r) for r in rest)
+  return re.escape(head) + r"(\w+)" + r"\1".join(re.escape(r) for r in rest)
 
 
 def _frame_pattern(frame: str) -> str:
@@ -204,10 +209,10 @@ def solve_from_text(task: str, document_text: str) -> str:
     raise ValueError("no passkey question at the end of the text")
   if task == "kv_retrieval":
     key = _last_match(r'Which value does record "([^"]+)" hold\? Value:\Z', text).group(1)
-    return re.search(rf'^record "{re.escape(key)}" = (\d+)$', text, re.M).group(1)
+    return re.search(rf'^record "{re.escape(key)}" = (\w+)$', text, re.M).group(1)
   if task == "multi_query":
     name = _last_match(r"Code for (\w+)\?\Z", text).group(1)
-    return re.search(rf"^The code for {re.escape(name)} is (\d+)\.$", text, re.M).group(1)
+    return re.search(rf"^The code for {re.escape(name)} is (\w+)\.$", text, re.M).group(1)
   if task == "variable_tracking":
     name = _last_match(r"Question: what is the value of (\w+)\? Answer:\Z", text).group(1)
     defs = dict(re.findall(r"^let (\w+) = ([\w +*-]+)$", text, re.M))
@@ -496,18 +501,42 @@ def _number(rng, used: set, digits_lo=KEY_DIGITS[0], digits_hi=KEY_DIGITS[1]) ->
       return n
 
 
+# What a key is (--key_kind): digits, or a snake_case name of one to three words, each a word of
+# the phrasing lists or a made-up word (`amber_tavoki`). A model that retrieved only digit keys
+# copied nothing else: the CPU bridge's answered a name-valued passkey with digits, 0 of 64, and
+# wrote made-up function names instead of the offered ones in tool calls (NOTES.md, tenth
+# session). Copying a name piece by piece is what a tool call on an unseen schema asks.
+KEY_KINDS = ("digits", "names", "both")
+
+
+def _name_key(rng, used: set) -> str:
+  while True:
+    name = "_".join(bu.pseudo_word(rng, rng.randint(3, 7)) if rng.random() < 0.5 else
+                    rng.choice(_WORDS + _NOUNS) for _ in range(rng.choice((1, 2, 2, 3))))
+    if name not in used:
+      used.add(name)
+      return name
+
+
 class TaskMaker:
   """Draws task instances; `d()` draws a dependency distance for this document length."""
 
   def __init__(self, cfg: dict, corpus: text_sources.Corpus, length: int):
     self.cfg, self.corpus, self.length = cfg, corpus, length
     self.key_digits = tuple(cfg.get("key_digits", KEY_DIGITS))
+    self.key_kind = cfg.get("key_kind", "digits")
     counts = {}
     for f in corpus.functions:
       counts[f.name] = counts.get(f.name, 0) + 1
     # Unique names, and parameter lists distinctive enough not to occur in other code.
     self.functions = [f for f in corpus.functions if counts[f.name] == 1 and len(f.params) >= 8]
     self.sentences_from = [p for p in corpus.prose if len(p.split()) >= 12]
+
+  def key(self, rng, used: set) -> str:
+    """A passkey, record value or code: digits or a name (--key_kind; `both`: half each)."""
+    if self.key_kind == "names" or (self.key_kind == "both" and rng.random() < 0.5):
+      return _name_key(rng, used)
+    return _number(rng, used, *self.key_digits)
 
   def distance(self, rng, reserve: int) -> int:
     lo = self.cfg["min_distance"]
@@ -520,7 +549,7 @@ class TaskMaker:
     return rng.choice(("prose", "prose", "mixed", "code"))
 
   def passkey(self, rng) -> Plan:
-    key = _number(rng, set(), *self.key_digits)
+    key = self.key(rng, set())
     d = self.distance(rng, 64)
     phrasing = self.cfg.get("passkey_phrasings", "fixed")
     sep = "\n"
@@ -542,7 +571,7 @@ class TaskMaker:
       key = f"{rng.choice(_WORDS)}-{rng.choice(_NOUNS)}-{rng.randint(10, 99)}"
       if key not in keys:
         keys.add(key)
-        pairs.append((key, _number(rng, used_vals, *self.key_digits)))
+        pairs.append((key, self.key(rng, used_vals)))
     needles = [Needle(f'\nrecord "{k}" = {v}\n', None) for k, v in pairs]
     needles[0].end_gap = self.distance(rng, 40 * n)
     key, value = pairs[0]
@@ -554,7 +583,7 @@ class TaskMaker:
     n = rng.randint(4, max(4, min(16, (self.length - 200) // 40)))
     q = rng.randint(2, min(4, n))
     names, used_vals = set(), set()
-    pairs = [(_pseudo_word(rng, names).capitalize(), _number(rng, used_vals, *self.key_digits))
+    pairs = [(_pseudo_word(rng, names).capitalize(), self.key(rng, used_vals))
              for _ in range(n)]
     needles = [Needle(f"\nThe code for {name} is {num}.\n", None) for name, num in pairs]
     tail, answers = [], []
@@ -763,6 +792,9 @@ def parse_args(argv=None):
                       "generated from PASSKEY_FRAMES and word lists, or half of each")
   p.add_argument("--key_digits", default=",".join(map(str, KEY_DIGITS)),
                  help="LO,HI: digits of passkey / kv_retrieval / multi_query answers")
+  p.add_argument("--key_kind", choices=KEY_KINDS, default="digits",
+                 help="passkey / kv_retrieval / multi_query answers: digit keys, snake_case "
+                      "names (`amber_tavoki`), or half of each")
   p.add_argument("--eval_out", default=None, help="default OUT_DIR/eval.jsonl")
   p.add_argument("--eval_examples", type=int, default=500)
   p.add_argument("--filler_chars", type=int, default=4_000_000,
@@ -786,7 +818,7 @@ def build(args) -> bu.Report:
          "length": length, "min_distance": args.min_distance, "max_distance": args.max_distance,
          "answer_weight": args.answer_weight, "stop_weight": args.stop_weight,
          "passkey_phrasings": args.passkey_phrasings,
-         "key_digits": parse_key_digits(args.key_digits)}
+         "key_digits": parse_key_digits(args.key_digits), "key_kind": args.key_kind}
   tok, corpus, filler = prepare(cfg, args.filler_chars)
   kept, left_out = fitting_tasks(cfg, make_worker_state((cfg, corpus, filler)))
   if not kept:
@@ -804,7 +836,7 @@ def build(args) -> bu.Report:
   builder_meta = {"name": "longctx_hard", "seed": args.seed, "document_tokens": length,
                   "tasks": list(tasks), "min_distance": args.min_distance,
                   "max_distance": args.max_distance, "answer_weight": args.answer_weight,
-                  "stop_weight": args.stop_weight}
+                  "stop_weight": args.stop_weight, "key_kind": args.key_kind}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   with bu.OrderedPool(make_worker_state, (cfg, corpus, filler), args.num_workers) as pool, \
       shards.ShardDirWriter(args.out_dir, vocab_size=tok.vocab_size, tokenizer_path=tok.path,

@@ -240,6 +240,38 @@ def test_key_digits_set_the_answer_lengths(tmp_path, tokenizer_path):
     build(tmp_path / "bad", tokenizer_path, "--key_digits", "7,3")
 
 
+@pytest.mark.parametrize("kind", ["names", "both"])
+def test_key_kind_names_are_snake_case_answers_the_checker_recovers(tmp_path, tokenizer_path,
+                                                                   tokenizer, kind):
+  """--key_kind names: every passkey / kv_retrieval / multi_query answer is a snake_case name
+  (no digit key), recovered by the checker from its context alone, in training and eval;
+  `both` mixes names and digit keys."""
+  out = build(tmp_path / kind, tokenizer_path, "--seq_len", "512", "--max_doc_tokens", "512",
+              "--min_distance", "2", "--tasks", "passkey,multi_query,kv_retrieval",
+              "--passkey_phrasings", "both", "--key_kind", kind, train=512 * 60, val=512 * 2)
+  name = re.compile(r"[a-z]+(_[a-z]+){0,2}")
+  answers = []
+  for doc, info in zip(documents(os.path.join(out, "train")),
+                       read_jsonl(os.path.join(out, "train_documents.jsonl"))):
+    for s, _ in weighted_runs(doc["tokens"], doc["weights"] - 1):
+      prompt = tokenizer.decode(doc["tokens"][1:s])
+      answer = longctx_hard.solve_from_text(info["task"], prompt)
+      assert tokenizer.decode(doc["tokens"][s:]).startswith(" " + answer), info
+      answers.append(answer)
+  evals = read_jsonl(os.path.join(out, "eval.jsonl"))
+  assert evals and all(longctx_hard.solve_from_text(r["task"], r["prompt"]) == r["answer"]
+                       for r in evals)
+  answers += [r["answer"] for r in evals]
+  names = [a for a in answers if name.fullmatch(a)]
+  digits = [a for a in answers if a.isdigit()]
+  assert len(names) + len(digits) == len(answers) > 100
+  assert len({n.count("_") for n in names}) == 3  # one, two and three words
+  if kind == "names":
+    assert not digits
+  else:
+    assert 0.3 < len(names) / len(answers) < 0.7
+
+
 def test_stop_weight_marks_the_token_that_ends_each_answer(tmp_path, tokenizer_path, tokenizer):
   """--stop_weight weighs the one token after each answer (where a copied key must stop);
   the answers keep --answer_weight and every other token weighs 1."""
