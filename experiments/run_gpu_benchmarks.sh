@@ -20,6 +20,7 @@
 #   phase2_5_micro1_16gb.*       the default phase2_5 config (350M, micro batch 1, full
 #                                remat) with JAX limited to 15 GiB: does it fit a 16 GB GPU,
 #                                compile time, peak memory (rerun unlimited if it does not fit)
+#   phase3_micro1_16gb.*         the same for phase3 (documents masked from each other)
 #   attention.json, decode.json  experiments/bench_attention.py (attention backends at 8k)
 #                                and bench_decode.py (KV-cache decoding vs transformers)
 #   phase2_5_save_matmuls_16gb.json, jaxlm_370m_unrolled/   variants: remat=save_matmuls
@@ -133,6 +134,12 @@ else
   XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction stage phase2_5_micro1_16gb 200 \
     "$PY" -m jaxlm.bench --config=configs/phase2_5.py --config.grad_accum_steps=4 \
     --steps=3 --warmup=1 --out="$OUT/phase2_5_micro1_16gb.json"
+  # Phase3 at the same shape: its documents may not see each other
+  # (cross_document_attention=False), so `auto` cannot take cuDNN's plain causal path. Its
+  # step time against phase2_5's above says whether document masking needs a fast path.
+  XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction stage phase3_micro1_16gb 200 \
+    "$PY" -m jaxlm.bench --config=configs/phase3.py --config.grad_accum_steps=4 \
+    --steps=3 --warmup=1 --out="$OUT/phase3_micro1_16gb.json"
   if [ ! -f "$OUT/phase2_5_micro1_16gb.json" ]; then
     log "phase2_5 did not run in 15 GiB; measuring its peak without the limit"
     stage phase2_5_micro1_unlimited 200 "$PY" -m jaxlm.bench --config=configs/phase2_5.py \
