@@ -252,9 +252,6 @@ def attention_problems(model_config) -> list[str]:
   if platform != "gpu":
     problems.append(f"config.model.attention='cudnn' needs an NVIDIA GPU, but JAX's backend "
                     f"here is {platform!r}; use 'auto', 'blockwise' or 'xla'")
-  if not model_config.cross_document_attention:
-    problems.append("config.model.attention='cudnn' cannot keep packed documents apart "
-                    "(model.cross_document_attention=False); use 'auto' or 'blockwise'")
   if model_config.compute_dtype not in ("bfloat16", "float16"):
     problems.append(f"config.model.attention='cudnn' needs compute_dtype bfloat16 or float16, "
                     f"not {model_config.compute_dtype!r}")

@@ -98,21 +98,30 @@ def test_masked_attention_matches_causal_when_mask_is_causal():
   np.testing.assert_allclose(out, reference(q, k, v, seg, d_out)[0], atol=2e-5, rtol=1e-4)
 
 
-def test_cudnn_refuses_segment_ids_and_non_gpu():
+def test_cudnn_refuses_a_non_gpu_backend():
   q, k, v, _, seg = random_inputs(t=16)
-  with pytest.raises(ValueError, match="segment ids"):
-    attention.attend(q, k, v, jnp.asarray(seg), implementation="cudnn")
   if jax.default_backend() != "gpu":
-    with pytest.raises(ValueError, match="NVIDIA GPU"):
-      attention.attend(q, k, v, None, implementation="cudnn")
+    for segments in (None, jnp.asarray(seg)):
+      with pytest.raises(ValueError, match="NVIDIA GPU"):
+        attention.attend(q, k, v, segments, implementation="cudnn")
 
 
-def test_auto_never_picks_cudnn_for_document_masking():
+def test_document_mask_does_not_change_the_backend_auto_picks():
+  """cuDNN keeps documents apart through a mask, so phase3's masking keeps the fast path."""
   q = jnp.zeros((1, 16, 4, 64), jnp.bfloat16)
   seg = jnp.ones((1, 16), jnp.int32)
-  assert attention.select_implementation("auto", q, seg) != "cudnn"
+  assert attention.select_implementation("auto", q, seg) == \
+      attention.select_implementation("auto", q, None)
   if jax.default_backend() == "cpu":
     assert attention.select_implementation("auto", q, None) == "blockwise"
+
+
+def test_segment_mask_is_same_document_only():
+  seg = jnp.asarray([[0, 0, 1, 1, 1, 2]])
+  mask = np.asarray(attention.segment_mask(seg))
+  assert mask.shape == (1, 1, 6, 6)
+  expected = np.asarray(seg)[0][:, None] == np.asarray(seg)[0][None, :]
+  np.testing.assert_array_equal(mask[0, 0], expected)
 
 
 def test_unknown_implementation_and_bad_shapes_raise():
