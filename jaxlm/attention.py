@@ -63,7 +63,7 @@ def cudnn_supports(q) -> bool:
           and head_dim <= 128 and head_dim % 8 == 0)
 
 
-def select_implementation(name: str, q, segment_ids=None) -> str:
+def select_implementation(name: str, q) -> str:
   """Resolves 'auto' to a concrete backend for these inputs."""
   if name not in IMPLEMENTATIONS:
     raise ValueError(f"config.model.attention={name!r}; expected one of {IMPLEMENTATIONS}")
@@ -79,7 +79,7 @@ def select_implementation(name: str, q, segment_ids=None) -> str:
 def attend(q, k, v, segment_ids=None, *, implementation="auto", block_size=512):
   """Causal attention of q [B,T,N,H] over k, v [B,T,K,H]; returns [B,T,N,H]."""
   _check_shapes(q, k, v)
-  impl = select_implementation(implementation, q, segment_ids)
+  impl = select_implementation(implementation, q)
   if impl == "cudnn":
     return cudnn_attention(q, k, v, segment_ids)
   if impl == "xla":

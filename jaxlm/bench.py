@@ -84,9 +84,7 @@ def attention_backend(model_config, seq_len: int) -> str:
   """The backend 'auto' (or the configured name) resolves to for this model's step."""
   q = jax.ShapeDtypeStruct((1, seq_len, model_config.n_heads, model_lib.head_dim(model_config)),
                            jnp.dtype(model_config.compute_dtype))
-  # The train step passes segment ids exactly when documents are kept apart.
-  segments = None if model_config.cross_document_attention else np.ones((1, seq_len))
-  return attention_lib.select_implementation(model_config.attention, q, segments)
+  return attention_lib.select_implementation(model_config.attention, q)
 
 
 def flop_counts(model_config, seq_len: int) -> tuple[float, float]:

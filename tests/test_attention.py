@@ -108,12 +108,16 @@ def test_cudnn_refuses_a_non_gpu_backend():
 
 def test_document_mask_does_not_change_the_backend_auto_picks():
   """cuDNN keeps documents apart through a mask, so phase3's masking keeps the fast path."""
+  from jaxlm import bench, model as model_lib  # pylint: disable=import-outside-toplevel
   q = jnp.zeros((1, 16, 4, 64), jnp.bfloat16)
-  seg = jnp.ones((1, 16), jnp.int32)
-  assert attention.select_implementation("auto", q, seg) == \
-      attention.select_implementation("auto", q, None)
+  masked = model_lib.model_config({"compute_dtype": "bfloat16",
+                                   "cross_document_attention": False})
+  packed = model_lib.model_config({"compute_dtype": "bfloat16",
+                                   "cross_document_attention": True})
+  assert bench.attention_backend(masked, 16) == bench.attention_backend(packed, 16)
+  assert bench.attention_backend(masked, 16) == attention.select_implementation("auto", q)
   if jax.default_backend() == "cpu":
-    assert attention.select_implementation("auto", q, None) == "blockwise"
+    assert attention.select_implementation("auto", q) == "blockwise"
 
 
 def test_segment_mask_is_same_document_only():
