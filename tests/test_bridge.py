@@ -16,9 +16,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENGTHS = [1024, 2048, 4096, 8192]
 
 
-def _eval(passkey, niah, valid=1.0, replay=2.0):
-  """An eval summary with the same figure at every length."""
-  return {"passkey_by_length": {str(n): passkey for n in LENGTHS},
+def _eval(passkey, niah, valid=1.0, replay=2.0, trained=0.5):
+  """An eval summary with the same figure at every length (the training phrasing's passkey
+  at `trained`: it is reported, never judged)."""
+  return {"heldout_by_length": {str(n): passkey for n in LENGTHS},
+          "passkey_by_length": {str(n): trained for n in LENGTHS},
           "ruler_by_task_length": {"niah_single": {str(n): niah for n in LENGTHS}},
           "tools": {"valid_call_rate": valid, "no_call_accuracy": 1.0, "count_call": 40},
           "replay_val_loss": replay}
@@ -37,7 +39,7 @@ def _statuses(evals, chat=None):
 
 def test_targets_pass_at_their_thresholds():
   evals = {"phase2": {**_eval(1.0, 1.0, replay=2.0),
-                      "passkey_by_length": {"1024": 0.95, "2048": 0.95, "4096": 0.0,
+                      "heldout_by_length": {"1024": 0.95, "2048": 0.95, "4096": 0.0,
                                             "8192": 0.0}},
            "phase2_5": _eval(0.99, 0.95, valid=0.95, replay=2.04),
            "phase3": _eval(0.97, 0.93)}
@@ -47,29 +49,32 @@ def test_targets_pass_at_their_thresholds():
 
 
 def test_targets_fail_just_below_their_thresholds():
-  evals = {"phase2": {**_eval(1.0, 1.0), "passkey_by_length": {"1024": 1.0, "2048": 0.9,
+  evals = {"phase2": {**_eval(1.0, 1.0), "heldout_by_length": {"1024": 1.0, "2048": 0.9,
                                                                "4096": 1.0, "8192": 1.0}},
            "phase2_5": {**_eval(1.0, 0.9, valid=0.9, replay=2.05),
-                        "passkey_by_length": {"1024": 1.0, "2048": 1.0, "4096": 1.0,
+                        "heldout_by_length": {"1024": 1.0, "2048": 1.0, "4096": 1.0,
                                               "8192": 0.98}},
-           "phase3": {**_eval(1.0, 0.87), "passkey_by_length": {"1024": 1.0, "2048": 1.0,
+           "phase3": {**_eval(1.0, 0.87), "heldout_by_length": {"1024": 1.0, "2048": 1.0,
                                                                 "4096": 0.9, "8192": 0.98}}}
   targets = report.evaluate_targets(evals, _chat([True, False, False]), LENGTHS, 2048, 8192)
   assert [t["status"] for t in targets] == ["FAIL"] * 8, targets
   by_name = {t["target"]: t for t in targets}
   # The numbers behind the verdicts: the worst length, the loss ratio, the largest drop.
-  assert by_name["passkey at every length <= 2048"]["value"] == 0.9
+  assert by_name["held-out passkey at every length <= 2048"]["value"] == 0.9
+  # The training phrasing's passkey is shown beside it, never judged.
+  assert "training phrasing 1024: 50%, 2048: 50%" in by_name[
+      "held-out passkey at every length <= 2048"]["detail"]
   assert by_name["phase2-replay val loss / its value after phase2"]["value"] == \
       pytest.approx(1.025)
-  assert by_name["passkey holds (change from phase2_5, every length)"]["value"] == \
+  assert by_name["held-out passkey holds (change from phase2_5, every length)"]["value"] == \
       pytest.approx(-0.1)
   assert "4096: 100% -> 90%" in by_name[
-      "passkey holds (change from phase2_5, every length)"]["detail"]
+      "held-out passkey holds (change from phase2_5, every length)"]["detail"]
 
 
 def test_targets_without_numbers_are_missing_not_failed():
   statuses = _statuses({"phase2": _eval(1.0, 1.0)})
-  assert statuses[("phase2", "passkey")] == "PASS"
+  assert statuses[("phase2", "held-out passkey")] == "PASS"
   assert [s for k, s in statuses.items() if k[0] != "phase2"] == ["MISSING"] * 7
 
 
@@ -162,7 +167,8 @@ def test_smoke_run_writes_every_phase_and_judges_every_target(tmp_path):
     assert results["training"][phase]["val_loss_by_source"]
   for phase in bridge.EVAL_PHASES:
     e = results["evals"][phase]
-    assert set(e["passkey_by_length"]) == set(bridge.SMOKE_PROFILE["eval_lengths"].split(","))
+    lengths = set(bridge.SMOKE_PROFILE["eval_lengths"].split(","))
+    assert set(e["heldout_by_length"]) == lengths and set(e["passkey_by_length"]) == lengths
     assert set(e["ruler_by_task_length"]) >= {"niah_single", "variable_track"}
     assert e["tools"]["count_call"] >= 1 and e["replay_val_loss"] > 0
   # The phase2_5 / phase3 trainers read the plan's mixes.
