@@ -479,3 +479,32 @@ def test_cpu_merge_joins_seeds_run_apart_and_refuses_bad_files(tmp_path):
       cpu.main(["--merge", f"{a},{bad}", "--out_dir", str(out)])
     assert str(bad) in str(e.value)
   assert (out / "results.json").read_text() == before  # a refused merge writes nothing
+
+
+def test_gpu_plots_read_what_a_device_call_brings_back(tmp_path):
+  """plot_gpu reads each run's results.json and the trainers' metrics in work_logs.tgz."""
+  import io
+  import tarfile
+  from experiments.bridge import plot_gpu
+  run = tmp_path / "run1"
+  run.mkdir()
+  evals = {p: {"heldout_by_length": {"1024": 0.5}, "passkey_by_length": {"1024": 1.0}}
+           for p in bridge.EVAL_PHASES}
+  (run / "results.json").write_text(json.dumps({
+      "settings": {"eval_lengths_list": [1024]}, "evals": evals,
+      "training": {p: {"steps": 2} for p in bridge.PHASES}}))
+  with tarfile.open(run / "work_logs.tgz", "w:gz") as tar:
+    for phase in bridge.PHASES:
+      rows = [{"step": 1, "kind": "train", "loss": 3.0}, {"step": 2, "kind": "val", "loss": 9.0},
+              {"step": 2, "kind": "train", "loss": 2.5}]
+      data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+      info = tarfile.TarInfo(f"runs/bridge_work/workdirs/{phase}/metrics.jsonl")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  curves = plot_gpu.train_losses(str(run / "work_logs.tgz"))
+  assert curves == {p: [(1, 3.0), (2, 2.5)] for p in bridge.PHASES}
+  plot_gpu.main([str(tmp_path)])
+  assert (tmp_path / "loss_curves.png").stat().st_size > 0
+  assert (tmp_path / "accuracy_by_length.png").stat().st_size > 0
+  with pytest.raises(SystemExit, match="no run directory"):
+    plot_gpu.main([str(run)])

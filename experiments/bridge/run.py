@@ -1,6 +1,6 @@
 r"""The plan end to end at small scale: 2k reasoning core -> 8k bridge -> refine, on one GPU.
 
-  python -m experiments.bridge.run                  # one H100: ~9 minutes, results in $OUT
+  python -m experiments.bridge.run                  # one H200: ~4 minutes, results in $OUT
   python -m experiments.bridge.run --smoke          # CPU, tiny everything: checks the machinery
   python -m experiments.bridge.run --scale cpu      # the plan at L=128 -> 512 on 2 CPU cores
 
@@ -417,7 +417,7 @@ def submit_data(jobs: Jobs, args, paths: Paths) -> None:
       "--hermes", os.path.join(FIXTURES, "hermes_function_calling_v1_sample.json"),
       # Half the conversations with renamed functions, as the CPU bridge: a model that only
       # ever sees the generator's own names learns them, not the copy of an offered one.
-      "--rename_share", 0.5,
+      "--rename_share", args.tools_rename_share,
       "--target_train_tokens", source_tokens(0.25 * n25, args.long_len), "--target_val_tokens", val,
       "--eval_examples", max(8, args.eval_records), "--num_workers", background, *tok),
       needs=["tokenizer"])
@@ -612,6 +612,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--code_input", help="stdlib subdirectory for code_stream ('' = all of it)")
   p.add_argument("--time_budget_s", type=float,
                  help="stop starting / kill stages after this many seconds (0 = no limit)")
+  p.add_argument("--tools_rename_share", type=float, default=0.5,
+                 help="tool_synth --rename_share: conversations whose functions are renamed")
   p.add_argument("--stop_weight", type=int, default=3,
                  help="longctx_hard --stop_weight (the token that ends each answer)")
   p.add_argument("--answer_weight", type=int, default=3,
@@ -737,7 +739,8 @@ class Run:
     The measured speed of the last finished phase, scaled by FLOPs per token to each
     later phase's length, says how long the planned steps would take; the startup and
     compile time of a phase is taken as the largest seen so far. Phase 3 masks attention
-    per document, so it runs the blockwise kernel instead of cuDNN: assumed 1.5x slower.
+    per document (cuDNN with a same-document mask): assumed 1.5x slower (1.2-1.4x measured
+    on an H200).
     Room is kept for the last evaluation and the chat probe. Never raises a step count.
     """
     args = self.args
