@@ -20,6 +20,11 @@ remembered; the held-out eval keeps the real names. --max_offered N (default 4) 
 --schema_detail names (no descriptions) shorten what is offered, so with one function the name
 a call copies is some 50 tokens back: a short-range stage for that copy. --name_weight W weighs
 the tokens that spell each call's function name W in the loss (as --answer_weight does a key).
+With --generated_share S, a share S of them offer functions generated afresh for the
+conversation, whose name, description, parameter and request are spelt from the same words
+(`check_parcel_status(parcel_id)`, "What is the status of parcel P-4821?"): the wanted
+function is found by matching the request's words to a schema, not by remembering which
+request wants which function; eval_generated.jsonl then asks 'eval_examples' fresh ones.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -704,6 +709,48 @@ def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict,
 
 
 # ----------------------------------------------------------------------------------------------
+# Generated functions (--generated_share): renamed functions keep the library's requests, so a
+# model learns which request wants which of 15 functions and, asked something new, declines
+# (the GPU bridge answered every held-out request with a no-call reply, RESULTS.md). A generated
+# function is new in every conversation: its name, description and parameter are spelt from
+# the same few words its request uses (`check_parcel_status`, "Check the status of a parcel",
+# `parcel_id`; "What is the status of parcel P-4821?"), and the other offered functions use
+# other words, so the call can only be written by matching the request's words to a schema and
+# copying its names.
+
+_GEN_ATTRS = ("status", "price", "owner", "size", "location", "deadline", "capacity", "rating",
+              "balance", "colour", "length", "version", "priority", "distance", "score")
+
+
+def generated_function(rng, nouns: set, avoid: frozenset) -> Function:
+  """A fresh function whose name, description, parameter and requests share its words
+  (`nouns`: nouns the other offered functions use; `avoid`: held-out name words)."""
+  verb = rng.choice([v for v in _NAME_VERBS if v not in avoid])
+  noun = rng.choice([n for n in _NAME_NOUNS if n not in nouns and n not in avoid])
+  nouns.add(noun)
+  attr = rng.choice([a for a in _GEN_ATTRS if a not in avoid])
+  pid = f"{noun}_id"
+  ident = Param(pid, _s(f"Identifier of the {noun}"),
+                lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}")
+  requests = [f"What is the {attr} of {noun} {{{pid}}}?",
+              f"Can you {verb} the {attr} for {noun} {{{pid}}}?",
+              f"I need the {attr} of the {noun} with id {{{pid}}}.",
+              f"{noun.capitalize()} {{{pid}}}: what's its {attr}?"]
+  return Function(
+      "generated", f"{verb}_{noun}_{attr}", f"{verb.capitalize()} the {attr} of a {noun}",
+      [ident], [pid], requests,
+      lambda a, r: {attr: f"{r.randint(2, 999)}"},
+      lambda a, res: f"The {attr} of {noun} {a[pid]} is {res[attr]}.",
+      f"What is the {attr} of my {noun}?", f"Sure, which {noun}? Please give me its id.")
+
+
+def generated_library(rng, count: int, avoid: frozenset) -> list[Function]:
+  """`count` generated functions with different nouns (one conversation's offer)."""
+  nouns: set = set()
+  return [generated_function(rng, nouns, avoid) for _ in range(count)]
+
+
+# ----------------------------------------------------------------------------------------------
 # Checking calls
 
 
@@ -971,12 +1018,19 @@ def _synthetic_item(item):
   split, index = item
   cfg = bu.worker_state()["cfg"]
   rng = bu.doc_rng(cfg["seed"], "tools", split, index)
-  messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"],
-                                      cfg.get("max_offered", 4))
-  if rng.random() < cfg.get("rename_share", 0.0):
-    messages, tools, _ = rename_functions(rng, messages, tools, facts,
-                                          cfg.get("rename_words", "fixed"),
-                                          bu.worker_state()["heldout_words"])
+  # No draw without --generated_share, so the default shards stay as they were.
+  share = cfg.get("generated_share", 0.0)
+  if share > 0 and rng.random() < share:
+    library = generated_library(rng, cfg.get("max_offered", 4),
+                                bu.worker_state()["heldout_words"])
+    messages, tools, facts = synthesize(rng, library, cfg.get("max_offered", 4))
+  else:
+    messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"],
+                                        cfg.get("max_offered", 4))
+    if rng.random() < cfg.get("rename_share", 0.0):
+      messages, tools, _ = rename_functions(rng, messages, tools, facts,
+                                            cfg.get("rename_words", "fixed"),
+                                            bu.worker_state()["heldout_words"])
   if cfg.get("schema_detail", "full") == "names":
     tools = [names_only(t) for t in tools]
   problems = call_problems(messages, tools)
@@ -999,13 +1053,20 @@ def _real_item(item):
   return _too_long(_encode(messages, tools, f"tools/{source}"), where)
 
 
+EVAL_SPLITS = {"heldout": "eval", "seen": "eval_seen", "generated": "eval_generated"}
+
+
 def _eval_item(item):
-  which, index = item  # "heldout": only held-out schemas; "seen": training schemas
+  # "heldout": only held-out schemas; "seen": training schemas; "generated": functions
+  # generated afresh (new names; their words are the generator's)
+  which, index = item
   state = bu.worker_state()
-  library = state["heldout_library"] if which == "heldout" else state["train_library"]
-  messages, tools, facts = synthesize(
-      bu.doc_rng(state["cfg"]["seed"], "tools", "eval" if which == "heldout" else "eval_seen",
-                 index), library)
+  rng = bu.doc_rng(state["cfg"]["seed"], "tools", EVAL_SPLITS[which], index)
+  if which == "generated":
+    library = generated_library(rng, state["cfg"].get("max_offered", 4), state["heldout_words"])
+  else:
+    library = state["heldout_library"] if which == "heldout" else state["train_library"]
+  messages, tools, facts = synthesize(rng, library)
   first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
   return {"messages": messages[:first_user + 1], "tools": tools, **facts}
 
@@ -1043,6 +1104,9 @@ def parse_args(argv=None):
   p.add_argument("--rename_share", type=float, default=0.0,
                  help="share of synthetic train/val conversations whose functions and "
                       "parameters get generated names (teaches reading the offered schema)")
+  p.add_argument("--generated_share", type=float, default=0.0,
+                 help="share of synthetic train/val conversations whose offered functions are "
+                      "generated afresh, name and request spelt from the same words")
   p.add_argument("--name_weight", type=int, default=1,
                  help="loss weight of the tokens that spell a call's function name")
   p.add_argument("--max_offered", type=int, default=4,
@@ -1069,8 +1133,9 @@ def build(args) -> bu.Report:
                      f"with python -m data_pipeline.tokenizer")
   heldout = tuple(n.strip() for n in args.heldout_functions.split(",") if n.strip())
   split_library(heldout)  # bad names fail here, before any work
-  if not 0.0 <= args.rename_share <= 1.0:
-    raise ValueError(f"--rename_share {args.rename_share} is not a share in [0, 1]")
+  for flag in ("rename_share", "generated_share"):
+    if not 0.0 <= getattr(args, flag) <= 1.0:
+      raise ValueError(f"--{flag} {getattr(args, flag)} is not a share in [0, 1]")
   if not 1 <= args.name_weight <= 255:
     raise ValueError(f"--name_weight {args.name_weight}: a loss weight from 1 to 255")
   if args.max_offered < 1:
@@ -1078,12 +1143,14 @@ def build(args) -> bu.Report:
                      "function")
   cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
          "rename_share": args.rename_share, "rename_words": args.rename_words,
+         "generated_share": args.generated_share,
          "max_offered": args.max_offered, "schema_detail": args.schema_detail,
          "name_weight": args.name_weight}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
           "seq_len": args.seq_len, "heldout_functions": list(heldout),
           "rename_share": args.rename_share, "rename_words": args.rename_words,
+          "generated_share": args.generated_share,
           "max_offered": args.max_offered, "schema_detail": args.schema_detail,
           "name_weight": args.name_weight}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
@@ -1117,6 +1184,10 @@ def build(args) -> bu.Report:
     bu.write_jsonl(bu.staged_path(writer, eval_out), eval_rows)
     seen_out = os.path.join(os.path.dirname(eval_out), "eval_seen.jsonl")
     bu.write_jsonl(bu.staged_path(writer, seen_out), seen_rows)
+    if args.generated_share > 0:
+      generated_out = os.path.join(os.path.dirname(eval_out), "eval_generated.jsonl")
+      bu.write_jsonl(bu.staged_path(writer, generated_out), pool.map(
+          _eval_item, [("generated", i) for i in range(args.eval_examples)]))
     report.extra["heldout_functions"] = list(heldout)
     report.extra["rename"] = {"share": args.rename_share, "words": args.rename_words}
     report.extra["tokens_per_source"] = tokens_per_source

@@ -333,6 +333,38 @@ def test_name_weight_weighs_exactly_the_called_names(tmp_path, tokenizer_path, t
   assert n_names >= 10
 
 
+def test_generated_functions_are_spelt_from_their_request(tmp_path, tokenizer_path, tokenizer):
+  """--generated_share 1: every synthetic conversation offers functions generated afresh; the
+  called one's noun and attribute are words of the user's request, the other offered ones use
+  other nouns, calls validate, no held-out word is used; eval_generated.jsonl asks fresh ones,
+  and the held-out eval is that of the plain build."""
+  out = build(tmp_path / "gen", tokenizer_path, "--generated_share", "1")
+  plain = build(tmp_path / "plain", tokenizer_path)
+  held_words = tool_synth.name_words(
+      [f for f in tool_synth.LIBRARY if f.name in tool_synth.HELDOUT_FUNCTIONS])
+  offered, n_calls = _renamed_tools(out, tokenizer)
+  library = {f.name for f in tool_synth.LIBRARY}
+  assert n_calls >= 10 and not {t["name"] for t in offered} & library
+  for t in offered:
+    assert not _name_words(t) & held_words, t["name"]
+  rows = read_jsonl(os.path.join(out, "eval_generated.jsonl"))
+  calls = [r for r in rows if r["expected"] == "call"]
+  assert len(rows) == 30 and len(calls) >= 10
+  for r in calls:
+    _, noun, attr = r["expected_name"].split("_")
+    request = r["messages"][-1]["content"].lower()
+    assert noun in request and attr in request, (r["expected_name"], request)
+    others = [t["name"].split("_")[1] for t in r["tools"] if t["name"] != r["expected_name"]]
+    assert noun not in others
+    assert r["expected_arguments"] == {f"{noun}_id": re.search(r"[A-Z]-\d+", request.upper()
+                                                                ).group(0)}
+  assert read_jsonl(os.path.join(out, "eval.jsonl")) == read_jsonl(os.path.join(plain,
+                                                                                "eval.jsonl"))
+  assert not os.path.exists(os.path.join(plain, "eval_generated.jsonl"))
+  with pytest.raises(ValueError, match="--generated_share 2"):
+    build(tmp_path / "bad", tokenizer_path, "--generated_share", "2")
+
+
 def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
   with pytest.raises(ValueError, match="--rename_share"):
     build(tmp_path / "bad", tokenizer_path, "--rename_share", "1.5")
