@@ -720,25 +720,58 @@ def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict,
 
 _GEN_ATTRS = ("status", "price", "owner", "size", "location", "deadline", "capacity", "rating",
               "balance", "colour", "length", "version", "priority", "distance", "score")
+_GEN_UNITS = ("km", "usd", "days", "hours", "litres", "pct", "tons", "seats")
+_GEN_VALUES = ("red", "green", "north", "south", "basic", "premium", "express", "standard",
+               "small", "large", "daily", "weekly", "open", "closed", "urgent", "spare")
+
+
+def _generated_params(rng, noun: str, avoid: frozenset) -> list[tuple[Param, str]]:
+  """One to three parameters, each with the words that mention its value in a request, as a
+  real request does ("{weight_kg} kg", "a {genre} movie", '"{text}"'): an id of the noun
+  always, then a number with its unit, a choice among values, or a quoted text."""
+  pid = f"{noun}_id"
+  out = [(Param(pid, _s(f"Identifier of the {noun}"),
+                lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}"),
+          f"{noun} {{{pid}}}")]
+  words = [w for w in _PARAM_WORDS if w not in avoid]
+  for kind in rng.sample(("number", "choice", "text"), rng.randint(0, 2)):
+    word = rng.choice([w for w in words if w not in {q.name for q, _ in out}])
+    if kind == "number":
+      unit = rng.choice([u for u in _GEN_UNITS if u not in avoid])
+      name = f"{word}_{unit}"
+      out.append((Param(name, {"type": "integer", "description": f"{word.capitalize()} in "
+                                                                 f"{unit}"},
+                        lambda r: r.randint(2, 500)), f"{{{name}}} {unit}"))
+    elif kind == "choice":
+      values = rng.sample(_GEN_VALUES, rng.randint(3, 5))
+      out.append((Param(word, _enum(word.capitalize(), values),
+                        lambda r, v=tuple(values): r.choice(v)), f"{{{word}}}"))
+    else:
+      out.append((Param(word, _s(f"The {word} text"),
+                        lambda r: " ".join(bu.pseudo_word(r, r.randint(3, 6))
+                                           for _ in range(r.randint(1, 3)))),
+                  f'"{{{word}}}"'))
+  return out
 
 
 def generated_function(rng, nouns: set, avoid: frozenset) -> Function:
-  """A fresh function whose name, description, parameter and requests share its words
+  """A fresh function whose name, description, parameters and requests share its words
   (`nouns`: nouns the other offered functions use; `avoid`: held-out name words)."""
   verb = rng.choice([v for v in _NAME_VERBS if v not in avoid])
   noun = rng.choice([n for n in _NAME_NOUNS if n not in nouns and n not in avoid])
   nouns.add(noun)
   attr = rng.choice([a for a in _GEN_ATTRS if a not in avoid])
-  pid = f"{noun}_id"
-  ident = Param(pid, _s(f"Identifier of the {noun}"),
-                lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}")
-  requests = [f"What is the {attr} of {noun} {{{pid}}}?",
-              f"Can you {verb} the {attr} for {noun} {{{pid}}}?",
-              f"I need the {attr} of the {noun} with id {{{pid}}}.",
-              f"{noun.capitalize()} {{{pid}}}: what's its {attr}?"]
+  params = _generated_params(rng, noun, avoid)
+  target, extras = params[0][1], ", ".join(m for _, m in params[1:])
+  with_extras = f" with {extras}" if extras else ""
+  requests = [f"What is the {attr} of {target}{with_extras}?",
+              f"Can you {verb} the {attr} for {target}{with_extras}?",
+              f"I need the {attr} of {target}{with_extras}.",
+              f"{verb.capitalize()} the {attr} of {target}{with_extras}, please."]
+  pid = params[0][0].name
   return Function(
       "generated", f"{verb}_{noun}_{attr}", f"{verb.capitalize()} the {attr} of a {noun}",
-      [ident], [pid], requests,
+      [p for p, _ in params], [p.name for p, _ in params], requests,
       lambda a, r: {attr: f"{r.randint(2, 999)}"},
       lambda a, res: f"The {attr} of {noun} {a[pid]} is {res[attr]}.",
       f"What is the {attr} of my {noun}?", f"Sure, which {noun}? Please give me its id.")

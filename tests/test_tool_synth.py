@@ -335,9 +335,9 @@ def test_name_weight_weighs_exactly_the_called_names(tmp_path, tokenizer_path, t
 
 def test_generated_functions_are_spelt_from_their_request(tmp_path, tokenizer_path, tokenizer):
   """--generated_share 1: every synthetic conversation offers functions generated afresh; the
-  called one's noun and attribute are words of the user's request, the other offered ones use
-  other nouns, calls validate, no held-out word is used; eval_generated.jsonl asks fresh ones,
-  and the held-out eval is that of the plain build."""
+  called one's noun and attribute are words of the user's request, as is every argument's
+  value, the other offered ones use other nouns, calls validate, no held-out word is used;
+  eval_generated.jsonl asks fresh ones, and the held-out eval is that of the plain build."""
   out = build(tmp_path / "gen", tokenizer_path, "--generated_share", "1")
   plain = build(tmp_path / "plain", tokenizer_path)
   held_words = tool_synth.name_words(
@@ -356,8 +356,14 @@ def test_generated_functions_are_spelt_from_their_request(tmp_path, tokenizer_pa
     assert noun in request and attr in request, (r["expected_name"], request)
     others = [t["name"].split("_")[1] for t in r["tools"] if t["name"] != r["expected_name"]]
     assert noun not in others
-    assert r["expected_arguments"] == {f"{noun}_id": re.search(r"[A-Z]-\d+", request.upper()
-                                                                ).group(0)}
+    # Every argument is a value the request states: the id, a number, a choice, a text.
+    args = r["expected_arguments"]
+    assert args[f"{noun}_id"] == re.search(r"[A-Z]-\d+", request.upper()).group(0)
+    assert all(str(v).lower() in request for v in args.values()), (args, request)
+    assert set(args) == set(next(t for t in r["tools"] if t["name"] == r["expected_name"])[
+        "parameters"]["properties"])
+  kinds = {len(r["expected_arguments"]) for r in calls}
+  assert kinds >= {1, 2}, kinds  # some requests carry more than the id
   assert read_jsonl(os.path.join(out, "eval.jsonl")) == read_jsonl(os.path.join(plain,
                                                                                 "eval.jsonl"))
   assert not os.path.exists(os.path.join(plain, "eval_generated.jsonl"))
