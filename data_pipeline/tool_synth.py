@@ -25,6 +25,7 @@ conversation, whose name, description, parameter and request are spelt from the 
 (`check_parcel_status(parcel_id)`, "What is the status of parcel P-4821?"): the wanted
 function is found by matching the request's words to a schema, not by remembering which
 request wants which function; eval_generated.jsonl then asks 'eval_examples' fresh ones.
+--rename_words invented makes their words made up too (verb, noun, attribute, parameters).
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -725,7 +726,8 @@ _GEN_VALUES = ("red", "green", "north", "south", "basic", "premium", "express", 
                "small", "large", "daily", "weekly", "open", "closed", "urgent", "spare")
 
 
-def _generated_params(rng, noun: str, avoid: frozenset) -> list[tuple[Param, str]]:
+def _generated_params(rng, noun: str, avoid: frozenset, invented: bool
+                      ) -> list[tuple[Param, str]]:
   """One to three parameters, each with the words that mention its value in a request, as a
   real request does ("{weight_kg} kg", "a {genre} movie", '"{text}"'): an id of the noun
   always, then a number with its unit, a choice among values, or a quoted text."""
@@ -735,7 +737,9 @@ def _generated_params(rng, noun: str, avoid: frozenset) -> list[tuple[Param, str
           f"{noun} {{{pid}}}")]
   words = [w for w in _PARAM_WORDS if w not in avoid]
   for kind in rng.sample(("number", "choice", "text"), rng.randint(0, 2)):
-    word = rng.choice([w for w in words if w not in {q.name for q, _ in out}])
+    taken = {q.name for q, _ in out}
+    word = (_invented_word(rng, avoid | taken) if invented
+            else rng.choice([w for w in words if w not in taken]))
     if kind == "number":
       unit = rng.choice([u for u in _GEN_UNITS if u not in avoid])
       name = f"{word}_{unit}"
@@ -754,14 +758,21 @@ def _generated_params(rng, noun: str, avoid: frozenset) -> list[tuple[Param, str
   return out
 
 
-def generated_function(rng, nouns: set, avoid: frozenset) -> Function:
+def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed") -> Function:
   """A fresh function whose name, description, parameters and requests share its words
-  (`nouns`: nouns the other offered functions use; `avoid`: held-out name words)."""
-  verb = rng.choice([v for v in _NAME_VERBS if v not in avoid])
-  noun = rng.choice([n for n in _NAME_NOUNS if n not in nouns and n not in avoid])
+  (`nouns`: nouns the other offered functions use; `avoid`: held-out name words; `words`:
+  one of RENAME_WORDS: the fixed lists, or made-up words, so that no piece of the name can
+  be drawn from a list the model has learned, the verb included)."""
+  if words not in RENAME_WORDS:
+    raise ValueError(f"--rename_words {words!r}: choose from {RENAME_WORDS}")
+  if words == "invented":
+    verb, noun, attr = (_invented_word(rng, avoid | nouns) for _ in range(3))
+  else:
+    verb = rng.choice([v for v in _NAME_VERBS if v not in avoid])
+    noun = rng.choice([n for n in _NAME_NOUNS if n not in nouns and n not in avoid])
+    attr = rng.choice([a for a in _GEN_ATTRS if a not in avoid])
   nouns.add(noun)
-  attr = rng.choice([a for a in _GEN_ATTRS if a not in avoid])
-  params = _generated_params(rng, noun, avoid)
+  params = _generated_params(rng, noun, avoid, words == "invented")
   target, extras = params[0][1], ", ".join(m for _, m in params[1:])
   with_extras = f" with {extras}" if extras else ""
   requests = [f"What is the {attr} of {target}{with_extras}?",
@@ -777,10 +788,11 @@ def generated_function(rng, nouns: set, avoid: frozenset) -> Function:
       f"What is the {attr} of my {noun}?", f"Sure, which {noun}? Please give me its id.")
 
 
-def generated_library(rng, count: int, avoid: frozenset) -> list[Function]:
+def generated_library(rng, count: int, avoid: frozenset, words: str = "fixed"
+                      ) -> list[Function]:
   """`count` generated functions with different nouns (one conversation's offer)."""
   nouns: set = set()
-  return [generated_function(rng, nouns, avoid) for _ in range(count)]
+  return [generated_function(rng, nouns, avoid, words) for _ in range(count)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1055,7 +1067,8 @@ def _synthetic_item(item):
   share = cfg.get("generated_share", 0.0)
   if share > 0 and rng.random() < share:
     library = generated_library(rng, cfg.get("max_offered", 4),
-                                bu.worker_state()["heldout_words"])
+                                bu.worker_state()["heldout_words"],
+                                cfg.get("rename_words", "fixed"))
     messages, tools, facts = synthesize(rng, library, cfg.get("max_offered", 4))
   else:
     messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"],
@@ -1096,7 +1109,8 @@ def _eval_item(item):
   state = bu.worker_state()
   rng = bu.doc_rng(state["cfg"]["seed"], "tools", EVAL_SPLITS[which], index)
   if which == "generated":
-    library = generated_library(rng, state["cfg"].get("max_offered", 4), state["heldout_words"])
+    library = generated_library(rng, state["cfg"].get("max_offered", 4), state["heldout_words"],
+                                state["cfg"].get("rename_words", "fixed"))
   else:
     library = state["heldout_library"] if which == "heldout" else state["train_library"]
   messages, tools, facts = synthesize(rng, library)
@@ -1148,8 +1162,8 @@ def parse_args(argv=None):
                  help="synthetic schemas in full, or names and typed parameters only "
                       "(short schemas: the name a call copies is close by)")
   p.add_argument("--rename_words", default="fixed", choices=RENAME_WORDS,
-                 help="the generated names' words: fixed lists, or invented made-up words "
-                      "that can only be copied from the schema")
+                 help="the generated names' words (renamed and generated functions): fixed "
+                      "lists, or invented made-up words that can only be copied from the schema")
   p.add_argument("--heldout_functions", default=",".join(HELDOUT_FUNCTIONS),
                  help="synthetic functions kept out of train/val and asked in eval.jsonl "
                       "('' = none: eval.jsonl then uses the training schemas)")

@@ -371,6 +371,25 @@ def test_generated_functions_are_spelt_from_their_request(tmp_path, tokenizer_pa
     build(tmp_path / "bad", tokenizer_path, "--generated_share", "2")
 
 
+def test_generated_functions_with_invented_words(tmp_path, tokenizer_path, tokenizer):
+  """--generated_share 1 --rename_words invented: the generated functions' verb, noun,
+  attribute and parameter words are made up (none of the fixed lists' or a held-out name's),
+  still stated in the request, and their calls validate."""
+  out = build(tmp_path / "inv", tokenizer_path, "--generated_share", "1", "--rename_words",
+              "invented")
+  offered, n_calls = _renamed_tools(out, tokenizer)
+  fixed = set(tool_synth._NAME_VERBS + tool_synth._NAME_NOUNS + tool_synth._PARAM_WORDS
+              + tool_synth._GEN_ATTRS)
+  held_words = tool_synth.name_words(
+      [f for f in tool_synth.LIBRARY if f.name in tool_synth.HELDOUT_FUNCTIONS])
+  used = set().union(*(_name_words(t) for t in offered)) - {"id"} - set(tool_synth._GEN_UNITS)
+  assert n_calls >= 10 and used and not used & (fixed | held_words)
+  for r in read_jsonl(os.path.join(out, "eval_generated.jsonl")):
+    if r["expected"] == "call":
+      _, noun, attr = r["expected_name"].split("_")
+      assert noun in r["messages"][-1]["content"] and attr in r["messages"][-1]["content"]
+
+
 def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
   with pytest.raises(ValueError, match="--rename_share"):
     build(tmp_path / "bad", tokenizer_path, "--rename_share", "1.5")
