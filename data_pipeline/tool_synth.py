@@ -21,8 +21,9 @@ remembered; the held-out eval keeps the real names. --max_offered N (default 4) 
 a call copies is some 50 tokens back: a short-range stage for that copy. --name_weight W weighs
 the tokens that spell each call's function name W in the loss (as --answer_weight does a key).
 With --generated_share S, a share S of them offer functions generated afresh for the
-conversation, whose name, description, parameter and request are spelt from the same words
-(`check_parcel_status(parcel_id)`, "What is the status of parcel P-4821?"): the wanted
+conversation, whose name, description, parameters and request are spelt from the same words
+(`check_parcel_status(parcel_id)`, "What is the status of parcel P-4821?"; up to two more
+parameters: a number with its unit, a choice among values, a quoted text): the wanted
 function is found by matching the request's words to a schema, not by remembering which
 request wants which function; eval_generated.jsonl then asks 'eval_examples' fresh ones.
 --rename_words invented makes their words made up too (verb, noun, attribute, parameters).
@@ -713,7 +714,7 @@ def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict,
 # Generated functions (--generated_share): renamed functions keep the library's requests, so a
 # model learns which request wants which of 15 functions and, asked something new, declines
 # (the GPU bridge answered every held-out request with a no-call reply, RESULTS.md). A generated
-# function is new in every conversation: its name, description and parameter are spelt from
+# function is new in every conversation: its name, description and parameters are spelt from
 # the same few words its request uses (`check_parcel_status`, "Check the status of a parcel",
 # `parcel_id`; "What is the status of parcel P-4821?"), and the other offered functions use
 # other words, so the call can only be written by matching the request's words to a schema and
