@@ -27,6 +27,9 @@ parameters: a number with its unit, a choice among values, a quoted text): the w
 function is found by matching the request's words to a schema, not by remembering which
 request wants which function; eval_generated.jsonl then asks 'eval_examples' fresh ones.
 --rename_words invented makes their words made up too (verb, noun, attribute, parameters).
+--generated_apart_share P spells a share P of the generated names from other words than
+their request's (`ship_ledger(ledger_id)` described as "Check the status of a parcel"), so a
+call cannot be composed from the request's words and must copy the name off the schema.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -727,12 +730,13 @@ _GEN_VALUES = ("red", "green", "north", "south", "basic", "premium", "express", 
                "small", "large", "daily", "weekly", "open", "closed", "urgent", "spare")
 
 
-def _generated_params(rng, noun: str, avoid: frozenset, invented: bool
+def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, invented: bool
                       ) -> list[tuple[Param, str]]:
   """One to three parameters, each with the words that mention its value in a request, as a
   real request does ("{weight_kg} kg", "a {genre} movie", '"{text}"'): an id of the noun
-  always, then a number with its unit, a choice among values, or a quoted text."""
-  pid = f"{noun}_id"
+  (named `{id_word}_id`) always, then a number with its unit, a choice among values, or a
+  quoted text."""
+  pid = f"{id_word}_id"
   out = [(Param(pid, _s(f"Identifier of the {noun}"),
                 lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}"),
           f"{noun} {{{pid}}}")]
@@ -759,21 +763,36 @@ def _generated_params(rng, noun: str, avoid: frozenset, invented: bool
   return out
 
 
-def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed") -> Function:
-  """A fresh function whose name, description, parameters and requests share its words
-  (`nouns`: nouns the other offered functions use; `avoid`: held-out name words; `words`:
-  one of RENAME_WORDS: the fixed lists, or made-up words, so that no piece of the name can
-  be drawn from a list the model has learned, the verb included)."""
+def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed",
+                       apart_share: float = 0.0) -> Function:
+  """A fresh function whose description, parameters and requests share its words (`nouns`:
+  nouns the other offered functions use; `avoid`: held-out name words; `words`: one of
+  RENAME_WORDS: the fixed lists, or made-up words, so that no piece of the name can be drawn
+  from a list the model has learned, the verb included). Its name is spelt from the same words,
+  or, with probability `apart_share`, from two or three other words that no request states,
+  so the name can only be copied from the schema the request's words pick (as
+  `get_news_headlines` is for "What's new in science?")."""
   if words not in RENAME_WORDS:
     raise ValueError(f"--rename_words {words!r}: choose from {RENAME_WORDS}")
-  if words == "invented":
-    verb, noun, attr = (_invented_word(rng, avoid | nouns) for _ in range(3))
-  else:
-    verb = rng.choice([v for v in _NAME_VERBS if v not in avoid])
-    noun = rng.choice([n for n in _NAME_NOUNS if n not in nouns and n not in avoid])
-    attr = rng.choice([a for a in _GEN_ATTRS if a not in avoid])
+
+  def draw(pool, taken):
+    if words == "invented":
+      return _invented_word(rng, avoid | taken)
+    return rng.choice([w for w in pool if w not in taken and w not in avoid])
+
+  verb = draw(_NAME_VERBS, nouns)
+  noun = draw(_NAME_NOUNS, nouns | {verb})
+  attr = draw(_GEN_ATTRS, nouns | {verb, noun})
   nouns.add(noun)
-  params = _generated_params(rng, noun, avoid, words == "invented")
+  name_words = (verb, noun, attr)
+  # No draw without apart_share, so shards built before it stay as they were.
+  if apart_share > 0 and rng.random() < apart_share:
+    taken = nouns | {verb, attr}
+    name_words = (draw(_NAME_VERBS, taken), draw(_NAME_NOUNS, taken))
+    if rng.random() < 0.5:
+      name_words += (draw(_GEN_ATTRS, taken | set(name_words)),)
+    nouns.add(name_words[1])
+  params = _generated_params(rng, noun, name_words[1], avoid, words == "invented")
   target, extras = params[0][1], ", ".join(m for _, m in params[1:])
   with_extras = f" with {extras}" if extras else ""
   requests = [f"What is the {attr} of {target}{with_extras}?",
@@ -782,18 +801,18 @@ def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed") 
               f"{verb.capitalize()} the {attr} of {target}{with_extras}, please."]
   pid = params[0][0].name
   return Function(
-      "generated", f"{verb}_{noun}_{attr}", f"{verb.capitalize()} the {attr} of a {noun}",
+      "generated", "_".join(name_words), f"{verb.capitalize()} the {attr} of a {noun}",
       [p for p, _ in params], [p.name for p, _ in params], requests,
       lambda a, r: {attr: f"{r.randint(2, 999)}"},
       lambda a, res: f"The {attr} of {noun} {a[pid]} is {res[attr]}.",
       f"What is the {attr} of my {noun}?", f"Sure, which {noun}? Please give me its id.")
 
 
-def generated_library(rng, count: int, avoid: frozenset, words: str = "fixed"
-                      ) -> list[Function]:
+def generated_library(rng, count: int, avoid: frozenset, words: str = "fixed",
+                      apart_share: float = 0.0) -> list[Function]:
   """`count` generated functions with different nouns (one conversation's offer)."""
   nouns: set = set()
-  return [generated_function(rng, nouns, avoid, words) for _ in range(count)]
+  return [generated_function(rng, nouns, avoid, words, apart_share) for _ in range(count)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1069,7 +1088,8 @@ def _synthetic_item(item):
   if share > 0 and rng.random() < share:
     library = generated_library(rng, cfg.get("max_offered", 4),
                                 bu.worker_state()["heldout_words"],
-                                cfg.get("rename_words", "fixed"))
+                                cfg.get("rename_words", "fixed"),
+                                cfg.get("generated_apart_share", 0.0))
     messages, tools, facts = synthesize(rng, library, cfg.get("max_offered", 4))
   else:
     messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"],
@@ -1111,7 +1131,8 @@ def _eval_item(item):
   rng = bu.doc_rng(state["cfg"]["seed"], "tools", EVAL_SPLITS[which], index)
   if which == "generated":
     library = generated_library(rng, state["cfg"].get("max_offered", 4), state["heldout_words"],
-                                state["cfg"].get("rename_words", "fixed"))
+                                state["cfg"].get("rename_words", "fixed"),
+                                state["cfg"].get("generated_apart_share", 0.0))
   else:
     library = state["heldout_library"] if which == "heldout" else state["train_library"]
   messages, tools, facts = synthesize(rng, library)
@@ -1155,6 +1176,9 @@ def parse_args(argv=None):
   p.add_argument("--generated_share", type=float, default=0.0,
                  help="share of synthetic train/val conversations whose offered functions are "
                       "generated afresh, name and request spelt from the same words")
+  p.add_argument("--generated_apart_share", type=float, default=0.0,
+                 help="share of the generated functions whose name is spelt from other words "
+                      "than their request's (the name is then copied from the schema)")
   p.add_argument("--name_weight", type=int, default=1,
                  help="loss weight of the tokens that spell a call's function name")
   p.add_argument("--max_offered", type=int, default=4,
@@ -1181,7 +1205,7 @@ def build(args) -> bu.Report:
                      f"with python -m data_pipeline.tokenizer")
   heldout = tuple(n.strip() for n in args.heldout_functions.split(",") if n.strip())
   split_library(heldout)  # bad names fail here, before any work
-  for flag in ("rename_share", "generated_share"):
+  for flag in ("rename_share", "generated_share", "generated_apart_share"):
     if not 0.0 <= getattr(args, flag) <= 1.0:
       raise ValueError(f"--{flag} {getattr(args, flag)} is not a share in [0, 1]")
   if not 1 <= args.name_weight <= 255:
@@ -1192,6 +1216,7 @@ def build(args) -> bu.Report:
   cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
          "rename_share": args.rename_share, "rename_words": args.rename_words,
          "generated_share": args.generated_share,
+         "generated_apart_share": args.generated_apart_share,
          "max_offered": args.max_offered, "schema_detail": args.schema_detail,
          "name_weight": args.name_weight}
   report = bu.Report("tool_synth")
@@ -1199,6 +1224,7 @@ def build(args) -> bu.Report:
           "seq_len": args.seq_len, "heldout_functions": list(heldout),
           "rename_share": args.rename_share, "rename_words": args.rename_words,
           "generated_share": args.generated_share,
+          "generated_apart_share": args.generated_apart_share,
           "max_offered": args.max_offered, "schema_detail": args.schema_detail,
           "name_weight": args.name_weight}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}

@@ -401,3 +401,30 @@ def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
     build(tmp_path / "bad4", tokenizer_path, "--name_weight", "0")
   with pytest.raises(ValueError, match="--max_offered 0"):
     build(tmp_path / "bad3", tokenizer_path, "--max_offered", "0")
+
+
+def test_generated_names_apart_from_their_request(tmp_path, tokenizer_path, tokenizer):
+  """--generated_apart_share 1: every generated name (two or three words) and its id
+  parameter are spelt from words no request states, while the description still shares the
+  request's noun and attribute; calls validate and name an offered function."""
+  out = build(tmp_path / "apart", tokenizer_path, "--generated_share", "1",
+              "--generated_apart_share", "1")
+  offered, n_calls = _renamed_tools(out, tokenizer)
+  assert n_calls >= 10
+  rows = [r for r in read_jsonl(os.path.join(out, "eval_generated.jsonl"))
+          if r["expected"] == "call"]
+  assert len(rows) >= 10
+  shapes = set()
+  for r in rows:
+    request = set(re.findall(r"[a-z]+", r["messages"][-1]["content"].lower()))
+    words = r["expected_name"].split("_")
+    shapes.add(len(words))
+    assert not set(words) & request, (r["expected_name"], request)
+    tool = next(t for t in r["tools"] if t["name"] == r["expected_name"])
+    described = set(re.findall(r"[a-z]+", tool["description"].lower()))
+    assert len(described & request) >= 2, (tool["description"], request)
+    id_param = next(k for k in r["expected_arguments"] if k.endswith("_id"))
+    assert id_param == f"{words[1]}_id" and words[1] not in request
+  assert shapes == {2, 3}
+  with pytest.raises(ValueError, match="--generated_apart_share -0.5"):
+    build(tmp_path / "bad", tokenizer_path, "--generated_apart_share", "-0.5")
