@@ -173,9 +173,15 @@ def passkey_probe(tokenizer, length: int, depth: float, key: int, phrasing: str 
     raise ValueError(f"passkey phrasing {phrasing!r}; phrasings are {list(PASSKEY_PHRASINGS)}")
   needle = needle_t.format(key=key)
 
-  def build(n):
-    return " ".join([instruction, _with_needles(n, [(depth, needle)], paragraphs), question])
+  def build_from(units):
+    return lambda n: " ".join([instruction, _with_needles(n, [(depth, needle)], units), question])
 
+  build = build_from(paragraphs)
+  if paragraphs and 1 + len(tokenizer.encode(build(1))) + PASSKEY_MAX_NEW_TOKENS > length:
+    # No whole paragraph fits a short prompt: fill it with their sentences, so that a probe of
+    # any length puts filler around the needle (a split, not a new draw: the probes drawn after
+    # this one stay the same).
+    build = build_from([s + "." for p in paragraphs for s in p[:-1].split(". ")])
   ids = filled_prompt(tokenizer, build, length, PASSKEY_MAX_NEW_TOKENS,
                       f"passkey length {length}")
   return Probe("passkey", ids, [str(key)], length, depth, PASSKEY_MAX_NEW_TOKENS)

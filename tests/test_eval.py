@@ -296,3 +296,28 @@ def test_heldout_passkey_suite_on_a_stub(tok):
   assert "held-out passkey accuracy: 100.0%" in table and "passkey accuracy: 0.0%" in table
   with pytest.raises(ValueError, match="phrasing"):
     eval_tasks.passkey_probe(tok, 300, 0.5, 1, phrasing="other")
+
+
+def test_heldout_passkey_fills_short_prompts_with_sentences(tok):
+  """A prompt too short for one filler paragraph is filled with single filler sentences (the
+  needle is not left next to its question), and up to the length; a long one keeps whole
+  paragraphs of three sentences."""
+  def filler_sentences(probe):
+    text = tok.decode(probe.prompt_ids)
+    return [s for s in re.findall(r"[A-Z][^.?]*\.", text) if s in eval_tasks.PASSKEY_HELDOUT_FILLER]
+
+  paragraph = len(" ".join(eval_tasks.PASSKEY_HELDOUT_FILLER[:3]))
+  bare = eval_tasks.passkey_probe(tok, 10_000, 0.5, key=4321, phrasing="heldout",
+                                  rng=random.Random(7))
+  overhead = len(bare.prompt_ids) - len(" ".join(filler_sentences(bare))) + bare.max_new_tokens
+  length = overhead + paragraph - 40  # room for some sentences, not for a paragraph
+  for depth in (0.0, 0.5, 1.0):
+    probe = eval_tasks.passkey_probe(tok, length, depth, key=4321, phrasing="heldout",
+                                     rng=random.Random(7))
+    found = filler_sentences(probe)
+    assert 1 <= len(found) < 3, found
+    assert length - 60 < len(probe.prompt_ids) + probe.max_new_tokens <= length
+    assert _heldout_key(tok.decode(probe.prompt_ids)) == "4321"
+  long = eval_tasks.passkey_probe(tok, 900, 0.5, key=4321, phrasing="heldout",
+                                  rng=random.Random(7))
+  assert len(filler_sentences(long)) % 3 == 0 and len(filler_sentences(long)) >= 9
