@@ -26,7 +26,8 @@ conversation, whose name, description, parameters and request are spelt from the
 parameters: a number with its unit, a choice among values, a quoted text): the wanted
 function is found by matching the request's words to a schema, not by remembering which
 request wants which function; eval_generated.jsonl then asks 'eval_examples' fresh ones.
---rename_words invented makes their words made up too (verb, noun, attribute, parameters).
+--rename_words invented makes their words made up too (verb, noun, attribute, parameters);
+--rename_words pieces joins one or two of the tokenizer's letter pieces instead.
 --generated_apart_share P spells a share P of the generated names from other words than
 their request's (`ship_ledger(ledger_id)` described as "Check the status of a parcel"), so a
 call cannot be composed from the request's words and must copy the name off the schema.
@@ -627,9 +628,11 @@ def synthesize(rng, library: list[Function] | None = None, max_offered: int = 4
 # function names a small model learns and then guesses among (the CPU bridge's wrote
 # `scan_mileage` for a held-out `calculate_bmi`); "invented" makes every part a pronounceable
 # made-up word (`tavoki_remu`) that no prior predicts, so the name can only be copied, piece
-# by piece, from the schema, which is what an unseen schema asks.
+# by piece, from the schema, which is what an unseen schema asks; "pieces" joins one or two of
+# the tokenizer's letter pieces (`anslate_mo`), so the copied pieces spread over the vocabulary
+# as real names' do (the made-up words use a few syllable pieces only).
 
-RENAME_WORDS = ("fixed", "invented")
+RENAME_WORDS = ("fixed", "invented", "pieces")
 
 _NAME_VERBS = ("fetch", "lookup", "compute", "check", "list", "create", "send", "book", "convert",
                "find", "estimate", "query", "resolve", "load", "plan", "record", "schedule",
@@ -643,11 +646,51 @@ _PARAM_WORDS = ("amount", "code", "ref", "slot", "mode", "tier", "zone", "handle
                 "kind", "level", "group", "owner", "value", "range", "key", "note", "window")
 
 
-def _invented_word(rng, avoid: frozenset) -> str:
+def _invented_word(rng, avoid: frozenset, pieces: tuple[str, ...] = ()) -> str:
   while True:
-    word = bu.pseudo_word(rng, rng.randint(3, 7))
+    word = ("".join(rng.choice(pieces) for _ in range(rng.randint(1, 2))) if pieces
+            else bu.pseudo_word(rng, rng.randint(3, 7)))
     if word not in avoid:
       return word
+
+
+@dataclasses.dataclass(frozen=True)
+class NameWords:
+  """Where renamed and generated names take their words (--rename_words): the fixed lists;
+  made-up words; or one or two of the tokenizer's own word pieces joined (`pieces`), so that
+  the names a model copies spread over the whole vocabulary, as unseen real names do, instead
+  of a few dozen words it can learn to recognise."""
+  kind: str = "fixed"
+  pieces: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.kind not in RENAME_WORDS:
+      raise ValueError(f"--rename_words {self.kind!r}: choose from {RENAME_WORDS}")
+    if (self.kind == "pieces") != bool(self.pieces):
+      raise ValueError("--rename_words pieces takes its words from the tokenizer's pieces "
+                       "(and only it does)")
+
+  @property
+  def made_up(self) -> bool:
+    return self.kind != "fixed"
+
+  def word(self, rng, avoid: frozenset) -> str:
+    return _invented_word(rng, avoid, self.pieces)
+
+
+def as_name_words(words) -> NameWords:
+  return words if isinstance(words, NameWords) else NameWords(words)
+
+
+def tokenizer_word_pieces(tok) -> tuple[str, ...]:
+  """The tokenizer's pieces that are two or more lowercase letters (word starts and word
+  parts alike), in vocabulary order."""
+  out = []
+  for i in range(tok.vocab_size):
+    piece = tok.sp.IdToPiece(i).lstrip("\u2581")
+    if len(piece) >= 2 and piece.isascii() and piece.isalpha() and piece.islower():
+      out.append(piece)
+  return tuple(dict.fromkeys(out))
 
 
 def name_words(functions: list[Function]) -> frozenset:
@@ -660,11 +703,11 @@ def name_words(functions: list[Function]) -> frozenset:
   return frozenset(words)
 
 
-def _fresh_name(rng, parts: tuple[tuple[str, ...], ...], used: set, words: str,
+def _fresh_name(rng, parts: tuple[tuple[str, ...], ...], used: set, words: NameWords,
                 avoid: frozenset) -> str:
   while True:
-    if words == "invented":
-      name = "_".join(_invented_word(rng, avoid) for _ in parts)
+    if words.made_up:
+      name = "_".join(words.word(rng, avoid) for _ in parts)
     else:
       name = "_".join(rng.choice(pool) for pool in parts)
     if name not in used:
@@ -673,12 +716,11 @@ def _fresh_name(rng, parts: tuple[tuple[str, ...], ...], used: set, words: str,
 
 
 def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict,
-                     words: str = "fixed", avoid: frozenset = frozenset()
+                     words: str | NameWords = "fixed", avoid: frozenset = frozenset()
                      ) -> tuple[list[dict], list[dict], dict]:
   """The conversation with every offered function and parameter under a generated name
-  (words: one of RENAME_WORDS; avoid: words an invented name must not use)."""
-  if words not in RENAME_WORDS:
-    raise ValueError(f"--rename_words {words!r}: choose from {RENAME_WORDS}")
+  (words: one of RENAME_WORDS, or NameWords; avoid: words a made-up name must not use)."""
+  words = as_name_words(words)
   fn_names, used = {}, set()
   params: dict[str, dict[str, str]] = {}
   for tool in tools:
@@ -726,11 +768,14 @@ def rename_functions(rng, messages: list[dict], tools: list[dict], facts: dict,
 _GEN_ATTRS = ("status", "price", "owner", "size", "location", "deadline", "capacity", "rating",
               "balance", "colour", "length", "version", "priority", "distance", "score")
 _GEN_UNITS = ("km", "usd", "days", "hours", "litres", "pct", "tons", "seats")
+# The words every generated request is written with, besides its function's.
+_REQUEST_WORDS = frozenset(("what", "is", "the", "of", "can", "you", "for", "with", "need",
+                            "please", "also"))
 _GEN_VALUES = ("red", "green", "north", "south", "basic", "premium", "express", "standard",
                "small", "large", "daily", "weekly", "open", "closed", "urgent", "spare")
 
 
-def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, invented: bool
+def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, words: NameWords
                       ) -> list[tuple[Param, str]]:
   """One to three parameters, each with the words that mention its value in a request, as a
   real request does ("{weight_kg} kg", "a {genre} movie", '"{text}"'): an id of the noun
@@ -740,11 +785,11 @@ def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, invented: 
   out = [(Param(pid, _s(f"Identifier of the {noun}"),
                 lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}"),
           f"{noun} {{{pid}}}")]
-  words = [w for w in _PARAM_WORDS if w not in avoid]
+  pool = [w for w in _PARAM_WORDS if w not in avoid]
   for kind in rng.sample(("number", "choice", "text"), rng.randint(0, 2)):
     taken = {q.name for q, _ in out}
-    word = (_invented_word(rng, avoid | taken) if invented
-            else rng.choice([w for w in words if w not in taken]))
+    word = (words.word(rng, avoid | taken) if words.made_up
+            else rng.choice([w for w in pool if w not in taken]))
     if kind == "number":
       unit = rng.choice([u for u in _GEN_UNITS if u not in avoid])
       name = f"{word}_{unit}"
@@ -763,7 +808,7 @@ def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, invented: 
   return out
 
 
-def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed",
+def generated_function(rng, nouns: set, avoid: frozenset, words: str | NameWords = "fixed",
                        apart_share: float = 0.0) -> Function:
   """A fresh function whose description, parameters and requests share its words (`nouns`:
   nouns the other offered functions use; `avoid`: held-out name words; `words`: one of
@@ -772,12 +817,11 @@ def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed",
   or, with probability `apart_share`, from two or three other words that no request states,
   so the name can only be copied from the schema the request's words pick (as
   `get_news_headlines` is for "What's new in science?")."""
-  if words not in RENAME_WORDS:
-    raise ValueError(f"--rename_words {words!r}: choose from {RENAME_WORDS}")
+  words = as_name_words(words)
 
   def draw(pool, taken):
-    if words == "invented":
-      return _invented_word(rng, avoid | taken)
+    if words.made_up:
+      return words.word(rng, avoid | taken)
     return rng.choice([w for w in pool if w not in taken and w not in avoid])
 
   verb = draw(_NAME_VERBS, nouns)
@@ -787,12 +831,12 @@ def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed",
   name_words = (verb, noun, attr)
   # No draw without apart_share, so shards built before it stay as they were.
   if apart_share > 0 and rng.random() < apart_share:
-    taken = nouns | {verb, attr}
+    taken = nouns | {verb, attr} | _REQUEST_WORDS | set(_GEN_UNITS) | set(_GEN_VALUES)
     name_words = (draw(_NAME_VERBS, taken), draw(_NAME_NOUNS, taken))
     if rng.random() < 0.5:
       name_words += (draw(_GEN_ATTRS, taken | set(name_words)),)
     nouns.add(name_words[1])
-  params = _generated_params(rng, noun, name_words[1], avoid, words == "invented")
+  params = _generated_params(rng, noun, name_words[1], avoid, words)
   target, extras = params[0][1], ", ".join(m for _, m in params[1:])
   with_extras = f" with {extras}" if extras else ""
   requests = [f"What is the {attr} of {target}{with_extras}?",
@@ -808,7 +852,7 @@ def generated_function(rng, nouns: set, avoid: frozenset, words: str = "fixed",
       f"What is the {attr} of my {noun}?", f"Sure, which {noun}? Please give me its id.")
 
 
-def generated_library(rng, count: int, avoid: frozenset, words: str = "fixed",
+def generated_library(rng, count: int, avoid: frozenset, words: str | NameWords = "fixed",
                       apart_share: float = 0.0) -> list[Function]:
   """`count` generated functions with different nouns (one conversation's offer)."""
   nouns: set = set()
@@ -1014,8 +1058,11 @@ CONVERTERS = {"glaive": convert_glaive, "hermes": convert_hermes}
 
 def make_worker_state(arg) -> dict:
   train, heldout = split_library(arg.get("heldout", ()))
-  return {"cfg": arg, "tokenizer": load_tokenizer(arg["tokenizer"]), "train_library": train,
-          "heldout_library": heldout or train, "heldout_words": name_words(heldout)}
+  tok = load_tokenizer(arg["tokenizer"])
+  kind = arg.get("rename_words", "fixed")
+  return {"cfg": arg, "tokenizer": tok, "train_library": train,
+          "heldout_library": heldout or train, "heldout_words": name_words(heldout),
+          "name_words": NameWords(kind, tokenizer_word_pieces(tok) if kind == "pieces" else ())}
 
 
 # --name_weight W: the tokens that spell a call's function name weigh W in the loss, as
@@ -1088,7 +1135,7 @@ def _synthetic_item(item):
   if share > 0 and rng.random() < share:
     library = generated_library(rng, cfg.get("max_offered", 4),
                                 bu.worker_state()["heldout_words"],
-                                cfg.get("rename_words", "fixed"),
+                                bu.worker_state()["name_words"],
                                 cfg.get("generated_apart_share", 0.0))
     messages, tools, facts = synthesize(rng, library, cfg.get("max_offered", 4))
   else:
@@ -1096,7 +1143,7 @@ def _synthetic_item(item):
                                         cfg.get("max_offered", 4))
     if rng.random() < cfg.get("rename_share", 0.0):
       messages, tools, _ = rename_functions(rng, messages, tools, facts,
-                                            cfg.get("rename_words", "fixed"),
+                                            bu.worker_state()["name_words"],
                                             bu.worker_state()["heldout_words"])
   if cfg.get("schema_detail", "full") == "names":
     tools = [names_only(t) for t in tools]
@@ -1131,7 +1178,7 @@ def _eval_item(item):
   rng = bu.doc_rng(state["cfg"]["seed"], "tools", EVAL_SPLITS[which], index)
   if which == "generated":
     library = generated_library(rng, state["cfg"].get("max_offered", 4), state["heldout_words"],
-                                state["cfg"].get("rename_words", "fixed"),
+                                state["name_words"],
                                 state["cfg"].get("generated_apart_share", 0.0))
   else:
     library = state["heldout_library"] if which == "heldout" else state["train_library"]
@@ -1188,7 +1235,8 @@ def parse_args(argv=None):
                       "(short schemas: the name a call copies is close by)")
   p.add_argument("--rename_words", default="fixed", choices=RENAME_WORDS,
                  help="the generated names' words (renamed and generated functions): fixed "
-                      "lists, or invented made-up words that can only be copied from the schema")
+                      "lists, invented made-up words that can only be copied from the schema, "
+                      "or pieces: one or two of the tokenizer's letter pieces joined")
   p.add_argument("--heldout_functions", default=",".join(HELDOUT_FUNCTIONS),
                  help="synthetic functions kept out of train/val and asked in eval.jsonl "
                       "('' = none: eval.jsonl then uses the training schemas)")

@@ -272,8 +272,14 @@ def test_renamed_functions_must_be_read_from_the_schema(tmp_path, tokenizer_path
   used = set().union(*(_name_words(t) for t in offered))
   if words == "fixed":
     assert used <= fixed
-  else:
+  elif words == "invented":
     assert not used & fixed
+  else:  # one or two of the tokenizer's letter pieces, mostly words no list holds
+    pieces = set(tool_synth.tokenizer_word_pieces(tokenizer))
+    assert all(w in pieces or any(w[:k] in pieces and w[k:] in pieces
+                                  for k in range(2, len(w) - 1)) for w in used), used
+    assert len(used - fixed) > 5 * len(used & fixed)
+  if words != "fixed":
     assert len(names) >= 0.9 * len(offered)  # a fresh name nearly every time it is offered
   assert read_report(out)["rename"] == {"share": 1.0, "words": words}
   assert read_jsonl(os.path.join(out, "eval.jsonl")) == read_jsonl(os.path.join(plain,
@@ -397,18 +403,21 @@ def test_bad_rename_settings_are_refused(tmp_path, tokenizer_path):
     build(tmp_path / "bad2", tokenizer_path, "--rename_share", "1", "--rename_words", "random")
   with pytest.raises(ValueError, match="--rename_words 'random'"):
     tool_synth.rename_functions(None, [], [], {}, "random")
+  with pytest.raises(ValueError, match="tokenizer's pieces"):
+    tool_synth.rename_functions(None, [], [], {}, "pieces")
   with pytest.raises(ValueError, match="--name_weight 0"):
     build(tmp_path / "bad4", tokenizer_path, "--name_weight", "0")
   with pytest.raises(ValueError, match="--max_offered 0"):
     build(tmp_path / "bad3", tokenizer_path, "--max_offered", "0")
 
 
-def test_generated_names_apart_from_their_request(tmp_path, tokenizer_path, tokenizer):
+@pytest.mark.parametrize("words", ["fixed", "pieces"])
+def test_generated_names_apart_from_their_request(tmp_path, tokenizer_path, tokenizer, words):
   """--generated_apart_share 1: every generated name (two or three words) and its id
   parameter are spelt from words no request states, while the description still shares the
   request's noun and attribute; calls validate and name an offered function."""
   out = build(tmp_path / "apart", tokenizer_path, "--generated_share", "1",
-              "--generated_apart_share", "1")
+              "--generated_apart_share", "1", "--rename_words", words)
   offered, n_calls = _renamed_tools(out, tokenizer)
   assert n_calls >= 10
   rows = [r for r in read_jsonl(os.path.join(out, "eval_generated.jsonl"))
