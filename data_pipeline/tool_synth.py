@@ -31,6 +31,8 @@ request wants which function; eval_generated.jsonl then asks 'eval_examples' fre
 --generated_apart_share P spells a share P of the generated names from other words than
 their request's (`ship_ledger(ledger_id)` described as "Check the status of a parcel"), so a
 call cannot be composed from the request's words and must copy the name off the schema.
+--generated_id_share Q gives only a share Q of them an id parameter; the others take values
+only (a number with its unit, a choice, a quoted text), as most real functions do.
 
 Converters for the public sets (also used by data_pipeline.sft):
   glaive-function-calling-v2  JSON array of {system, chat}; calls are
@@ -775,18 +777,21 @@ _GEN_VALUES = ("red", "green", "north", "south", "basic", "premium", "express", 
                "small", "large", "daily", "weekly", "open", "closed", "urgent", "spare")
 
 
-def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, words: NameWords
-                      ) -> list[tuple[Param, str]]:
+def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, words: NameWords,
+                      has_id: bool = True) -> list[tuple[Param, str]]:
   """One to three parameters, each with the words that mention its value in a request, as a
   real request does ("{weight_kg} kg", "a {genre} movie", '"{text}"'): an id of the noun
-  (named `{id_word}_id`) always, then a number with its unit, a choice among values, or a
-  quoted text."""
-  pid = f"{id_word}_id"
-  out = [(Param(pid, _s(f"Identifier of the {noun}"),
-                lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}"),
-          f"{noun} {{{pid}}}")]
+  (named `{id_word}_id`) first if `has_id`, then a number with its unit, a choice among
+  values, or a quoted text."""
+  out = []
+  if has_id:
+    pid = f"{id_word}_id"
+    out.append((Param(pid, _s(f"Identifier of the {noun}"),
+                      lambda r: f"{r.choice('ABCDEFGHKMNPRSTUVWXZ')}-{r.randint(100, 9999)}"),
+                f"{noun} {{{pid}}}"))
   pool = [w for w in _PARAM_WORDS if w not in avoid]
-  for kind in rng.sample(("number", "choice", "text"), rng.randint(0, 2)):
+  for kind in rng.sample(("number", "choice", "text"),
+                         rng.randint(0, 2) if has_id else rng.randint(1, 3)):
     taken = {q.name for q, _ in out}
     word = (words.word(rng, avoid | taken) if words.made_up
             else rng.choice([w for w in pool if w not in taken]))
@@ -809,14 +814,15 @@ def _generated_params(rng, noun: str, id_word: str, avoid: frozenset, words: Nam
 
 
 def generated_function(rng, nouns: set, avoid: frozenset, words: str | NameWords = "fixed",
-                       apart_share: float = 0.0) -> Function:
+                       apart_share: float = 0.0, id_share: float = 1.0) -> Function:
   """A fresh function whose description, parameters and requests share its words (`nouns`:
   nouns the other offered functions use; `avoid`: held-out name words; `words`: one of
   RENAME_WORDS: the fixed lists, or made-up words, so that no piece of the name can be drawn
   from a list the model has learned, the verb included). Its name is spelt from the same words,
   or, with probability `apart_share`, from two or three other words that no request states,
   so the name can only be copied from the schema the request's words pick (as
-  `get_news_headlines` is for "What's new in science?")."""
+  `get_news_headlines` is for "What's new in science?"). With probability 1 - `id_share` it
+  takes no id of its noun, only values (as `calculate_bmi(weight_kg, height_m)` does)."""
   words = as_name_words(words)
 
   def draw(pool, taken):
@@ -836,27 +842,34 @@ def generated_function(rng, nouns: set, avoid: frozenset, words: str | NameWords
     if rng.random() < 0.5:
       name_words += (draw(_GEN_ATTRS, taken | set(name_words)),)
     nouns.add(name_words[1])
-  params = _generated_params(rng, noun, name_words[1], avoid, words)
-  target, extras = params[0][1], ", ".join(m for _, m in params[1:])
-  with_extras = f" with {extras}" if extras else ""
+  # No draw without id_share < 1, so shards built before it stay as they were.
+  has_id = id_share >= 1.0 or rng.random() < id_share
+  params = _generated_params(rng, noun, name_words[1], avoid, words, has_id)
+  mentions = [m for _, m in params]
+  target, extras = (mentions[0], mentions[1:]) if has_id else (f"the {noun}", mentions)
+  with_extras = f" with {', '.join(extras)}" if extras else ""
   requests = [f"What is the {attr} of {target}{with_extras}?",
               f"Can you {verb} the {attr} for {target}{with_extras}?",
               f"I need the {attr} of {target}{with_extras}.",
               f"{verb.capitalize()} the {attr} of {target}{with_extras}, please."]
-  pid = params[0][0].name
+  first = params[0][0].name
   return Function(
       "generated", "_".join(name_words), f"{verb.capitalize()} the {attr} of a {noun}",
       [p for p, _ in params], [p.name for p, _ in params], requests,
       lambda a, r: {attr: f"{r.randint(2, 999)}"},
-      lambda a, res: f"The {attr} of {noun} {a[pid]} is {res[attr]}.",
-      f"What is the {attr} of my {noun}?", f"Sure, which {noun}? Please give me its id.")
+      lambda a, res: (f"The {attr} of {noun} {a[first]} is {res[attr]}." if has_id
+                      else f"The {attr} of the {noun} is {res[attr]}."),
+      f"What is the {attr} of my {noun}?",
+      f"Sure, which {noun}? Please give me its id." if has_id
+      else f"Sure, what {first.replace('_', ' ')} should I use?")
 
 
 def generated_library(rng, count: int, avoid: frozenset, words: str | NameWords = "fixed",
-                      apart_share: float = 0.0) -> list[Function]:
+                      apart_share: float = 0.0, id_share: float = 1.0) -> list[Function]:
   """`count` generated functions with different nouns (one conversation's offer)."""
   nouns: set = set()
-  return [generated_function(rng, nouns, avoid, words, apart_share) for _ in range(count)]
+  return [generated_function(rng, nouns, avoid, words, apart_share, id_share)
+          for _ in range(count)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1136,7 +1149,8 @@ def _synthetic_item(item):
     library = generated_library(rng, cfg.get("max_offered", 4),
                                 bu.worker_state()["heldout_words"],
                                 bu.worker_state()["name_words"],
-                                cfg.get("generated_apart_share", 0.0))
+                                cfg.get("generated_apart_share", 0.0),
+                                cfg.get("generated_id_share", 1.0))
     messages, tools, facts = synthesize(rng, library, cfg.get("max_offered", 4))
   else:
     messages, tools, facts = synthesize(rng, bu.worker_state()["train_library"],
@@ -1179,7 +1193,8 @@ def _eval_item(item):
   if which == "generated":
     library = generated_library(rng, state["cfg"].get("max_offered", 4), state["heldout_words"],
                                 state["name_words"],
-                                state["cfg"].get("generated_apart_share", 0.0))
+                                state["cfg"].get("generated_apart_share", 0.0),
+                                state["cfg"].get("generated_id_share", 1.0))
   else:
     library = state["heldout_library"] if which == "heldout" else state["train_library"]
   messages, tools, facts = synthesize(rng, library)
@@ -1226,6 +1241,9 @@ def parse_args(argv=None):
   p.add_argument("--generated_apart_share", type=float, default=0.0,
                  help="share of the generated functions whose name is spelt from other words "
                       "than their request's (the name is then copied from the schema)")
+  p.add_argument("--generated_id_share", type=float, default=1.0,
+                 help="share of the generated functions that take an id of their noun (the "
+                      "others take only values: numbers, choices, texts)")
   p.add_argument("--name_weight", type=int, default=1,
                  help="loss weight of the tokens that spell a call's function name")
   p.add_argument("--max_offered", type=int, default=4,
@@ -1253,7 +1271,8 @@ def build(args) -> bu.Report:
                      f"with python -m data_pipeline.tokenizer")
   heldout = tuple(n.strip() for n in args.heldout_functions.split(",") if n.strip())
   split_library(heldout)  # bad names fail here, before any work
-  for flag in ("rename_share", "generated_share", "generated_apart_share"):
+  for flag in ("rename_share", "generated_share", "generated_apart_share",
+               "generated_id_share"):
     if not 0.0 <= getattr(args, flag) <= 1.0:
       raise ValueError(f"--{flag} {getattr(args, flag)} is not a share in [0, 1]")
   if not 1 <= args.name_weight <= 255:
@@ -1265,6 +1284,7 @@ def build(args) -> bu.Report:
          "rename_share": args.rename_share, "rename_words": args.rename_words,
          "generated_share": args.generated_share,
          "generated_apart_share": args.generated_apart_share,
+         "generated_id_share": args.generated_id_share,
          "max_offered": args.max_offered, "schema_detail": args.schema_detail,
          "name_weight": args.name_weight}
   report = bu.Report("tool_synth")
@@ -1273,6 +1293,7 @@ def build(args) -> bu.Report:
           "rename_share": args.rename_share, "rename_words": args.rename_words,
           "generated_share": args.generated_share,
           "generated_apart_share": args.generated_apart_share,
+          "generated_id_share": args.generated_id_share,
           "max_offered": args.max_offered, "schema_detail": args.schema_detail,
           "name_weight": args.name_weight}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}

@@ -437,3 +437,23 @@ def test_generated_names_apart_from_their_request(tmp_path, tokenizer_path, toke
   assert shapes == {2, 3}
   with pytest.raises(ValueError, match="--generated_apart_share -0.5"):
     build(tmp_path / "bad", tokenizer_path, "--generated_apart_share", "-0.5")
+
+
+def test_generated_functions_without_an_id(tmp_path, tokenizer_path, tokenizer):
+  """--generated_id_share 0: no generated function takes an id of its noun; each takes one to
+  three values (number with unit, choice, quoted text), every one stated in the request,
+  and every call validates (nothing is skipped)."""
+  out = build(tmp_path / "noid", tokenizer_path, "--generated_share", "1",
+              "--generated_id_share", "0", "--rename_words", "pieces")
+  offered, n_calls = _renamed_tools(out, tokenizer)
+  assert n_calls >= 10
+  assert not [p for t in offered for p in t["parameters"]["properties"] if p.endswith("_id")]
+  assert read_report(out)["skipped"] == {}
+  rows = [r for r in read_jsonl(os.path.join(out, "eval_generated.jsonl"))
+          if r["expected"] == "call"]
+  assert len(rows) >= 10 and {len(r["expected_arguments"]) for r in rows} >= {1, 2, 3}
+  for r in rows:
+    request = r["messages"][-1]["content"].lower()
+    assert all(str(v).lower() in request for v in r["expected_arguments"].values()), r
+  with pytest.raises(ValueError, match="--generated_id_share 1.5"):
+    build(tmp_path / "bad", tokenizer_path, "--generated_id_share", "1.5")
