@@ -817,12 +817,13 @@ def generated_function(rng, nouns: set, avoid: frozenset, words: str | NameWords
                        apart_share: float = 0.0, id_share: float = 1.0) -> Function:
   """A fresh function whose description, parameters and requests share its words (`nouns`:
   nouns the other offered functions use; `avoid`: held-out name words; `words`: one of
-  RENAME_WORDS: the fixed lists, or made-up words, so that no piece of the name can be drawn
-  from a list the model has learned, the verb included). Its name is spelt from the same words,
-  or, with probability `apart_share`, from two or three other words that no request states,
-  so the name can only be copied from the schema the request's words pick (as
-  `get_news_headlines` is for "What's new in science?"). With probability 1 - `id_share` it
-  takes no id of its noun, only values (as `calculate_bmi(weight_kg, height_m)` does)."""
+  RENAME_WORDS or a NameWords: the fixed lists, or made-up words or tokenizer pieces, so that
+  no piece of the name can be drawn from a list the model has learned, the verb included).
+  Its name is spelt from the same words, or, with probability `apart_share`, from two or three
+  other words that no request states, so the name can only be copied from the schema the
+  request's words pick (as `get_news_headlines` is for "What's new in science?"). With
+  probability 1 - `id_share` it takes no id of its noun, only values (as
+  `calculate_bmi(weight_kg, height_m)` does)."""
   words = as_name_words(words)
 
   def draw(pool, taken):
