@@ -12,6 +12,7 @@ from tests import sampling_helpers as helpers
 def _records(tok, lengths, depths, samples, seed, score):
   probes = eval_tasks.passkey_probes(tok, lengths, depths, samples, seed=seed, phrasing="heldout")
   return probes, [{"length": p.length, "depth": p.depth, "references": p.references,
+                   "prompt_tokens": len(p.prompt_ids),
                    "score": score(tok.decode(p.prompt_ids))} for p in probes]
 
 
@@ -33,5 +34,8 @@ def test_counts_follow_the_phrasing_and_the_filler(tmp_path, capsys):
   path.write_text(json.dumps({"passkey_heldout": {"records": records}}))
   with pytest.raises(ValueError, match=f"{path}: its keys are not those of --seed 12"):
     hbp.rebuild_probes(tok, records, 12, str(path))
+  records[0] = {**records[0], "prompt_tokens": records[0]["prompt_tokens"] - 5}
+  with pytest.raises(ValueError, match="its prompts are not the ones"):
+    hbp.rebuild_probes(tok, records, 11, "x.json")
   with pytest.raises(ValueError, match="no held-out question"):
     hbp.phrasing_of("The pass key is")

@@ -4,11 +4,13 @@
       --max_length 512 runs/v9/seed2/evals/phase2_5_a.json ...
 
 The held-out suite draws one of four needle/question phrasings per probe (`eval_tasks.
-PASSKEY_HELDOUT_TEMPLATES`), and a prompt of 128 tokens or fewer holds no filler at all (one
-paragraph of three filler sentences does not fit). A length's accuracy therefore mixes
-phrasings, and at the short lengths it is needle-then-question with nothing between. This
-rebuilds each file's probes (the eval's `--seed`; the bridge uses 1000 + its seed), checks that
-their keys are the file's, and counts correct answers per phrasing, with filler and without.
+PASSKEY_HELDOUT_TEMPLATES`), and the shortest prompts hold little or no filler (at 100 tokens
+most are the needle followed at once by its question), so a length's accuracy mixes
+phrasings and, at the short lengths, prompts with and without filler. This rebuilds each
+file's probes (the eval's `--seed`; the bridge uses 1000 + its seed), checks that their keys
+are the file's, and counts correct answers per phrasing, with filler and without. Files
+written before short prompts were filled with sentences (2026-12-04) do not match the
+rebuilt probes at 128 tokens (their prompt lengths differ) and are refused.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def rebuild_probes(tokenizer, records: list[dict], seed: int, where: str):
                                      phrasing="heldout")
   if [p.references for p in probes] != [r["references"] for r in records]:
     raise ValueError(f"{where}: its keys are not those of --seed {seed}; pass the eval's seed")
+  if any(r.get("prompt_tokens", len(p.prompt_ids)) != len(p.prompt_ids)
+         for p, r in zip(probes, records)):
+    raise ValueError(f"{where}: its prompts are not the ones this code builds (an eval from "
+                     "before short prompts were filled with sentences?)")
   return probes
 
 
