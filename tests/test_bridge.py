@@ -365,6 +365,27 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
       assert (out / name).stat().st_size > 1000
   except ImportError:
     pass
+  # Changing one builder's flag rebuilds that shard and what comes after it (the mixes read
+  # it), and reuses every shard before it as built.
+  data = tmp_path / "work" / "data"
+  tokenizer_bytes = (data / "tokenizer" / "bridge_cpu.model").read_bytes()
+  proc = subprocess.run([sys.executable, "-m", "experiments.bridge.cpu", "--smoke",
+                         "--workdir", str(tmp_path / "work"), "--out_dir", str(out),
+                         "--start_at", "phase3", "--tools_generated_share", "0.5"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  stages = {s["name"]: s["status"] for s in json.loads(
+      (out / "results.json").read_text())["runs"]["seed0/main"]["stages"]}
+  names = [name for name, _ in cpu.data_stages(cpu.parse_args(["--smoke"]), cpu.Paths(
+      cpu.parse_args(["--smoke"])))]
+  tools_at = names.index("tools")
+  assert all(stages[n].startswith("skipped: built by this command") for n in names[:tools_at])
+  assert all(stages[n] == "ok" for n in names[tools_at:]), stages
+  assert (data / "tokenizer" / "bridge_cpu.model").read_bytes() == tokenizer_bytes
+  meta = json.loads((data / "shards" / "tools" / "train" / "meta.json").read_text())
+  assert meta["builder"]["generated_share"] == 0.5
+  stamps = json.loads((data / "stages.json").read_text())
+  assert "--generated_share 0.5" in stamps["tools"] and list(stamps) == names
   print(f"cpu smoke: {time.time() - start:.0f} s")
 
 

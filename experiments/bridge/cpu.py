@@ -123,6 +123,10 @@ CPU_PROFILE = dict(
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
     tools_rename_share=0.5,
 )
+# tool_synth options a chain may set for its tool shard (--tools_<name>); left unset, the
+# builder's own defaults hold and the command names none of them.
+TOOL_SYNTH_OPTIONS = {"generated_share": float, "generated_apart_share": float,
+                      "generated_id_share": float, "rename_words": str}
 SMOKE_PROFILE = dict(
     d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
     vocab_size=1024, short_len=128, long_len=256, rows_short=2, rows_long=1,
@@ -167,6 +171,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "main chain's, starting from the seed's own earlier checkpoints")
   for name, value in CPU_PROFILE.items():
     p.add_argument(f"--{name}", type=type(value), default=None)
+  for name, kind in TOOL_SYNTH_OPTIONS.items():
+    p.add_argument(f"--tools_{name}", type=kind, default=None,
+                   help=f"data_pipeline.tool_synth --{name} for the tool shard")
   # short_tasks: the longctx_hard tasks of the warm-up's 128-token documents (what does not fit
   # is left out); phase2_tasks: those of phase2's retrieval half (copy_span, never learned at
   # this scale, gives its share to passkey); long_tasks: those of the 4L documents of
@@ -341,6 +348,8 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           "--hermes", os.path.join(FIXTURES, "hermes_function_calling_v1_sample.json"),
           "--target_train_tokens", int(0.25 * n25) + 4 * L4, "--target_val_tokens", val,
           "--eval_examples", 4 * args.tools_records, "--rename_share", args.tools_rename_share,
+          *sum([[f"--{name}", getattr(args, f"tools_{name}")] for name in TOOL_SYNTH_OPTIONS
+                if getattr(args, f"tools_{name}") is not None], []),
           "--num_workers", w, *tok)),
       ("stdlib_chats", gpu.py_call(
           f"from experiments import quickstart; quickstart.stdlib_chats({chats!r}, "
@@ -1051,6 +1060,37 @@ class CpuRun:
     self.seconds[name] = stage.seconds
     return stage.status == "ok"
 
+  def build_data(self) -> bool:
+    """Runs the data stages, skipping those whose command is the one that built them last
+    time (data/stages.json); from the first that changed on, every stage runs, since a later
+    stage may read what an earlier one wrote (the mixes read every shard)."""
+    args, paths = self.args, self.paths
+    stamps_path = os.path.join(paths.data, "stages.json")
+    if os.path.exists(paths.shard("mix_done")) and not os.path.exists(stamps_path):
+      # Built before the stamps: what flags built it is unknown, so it is reused whole.
+      self.runner.say(f"data: reused as built ({paths.shard('mix_done')}, no {stamps_path})")
+      return True
+    built = {}
+    if os.path.exists(stamps_path):
+      with open(stamps_path, encoding="utf-8") as f:
+        built = json.load(f)
+    changed = False
+    for name, cmd in data_stages(args, paths):
+      line = shlex.join(map(str, cmd))
+      if not changed and built.get(name) == line:
+        self.runner.skip(name, list(map(str, cmd)), "built by this command before")
+        continue
+      changed = True
+      built.pop(name, None)  # a stage that fails half-way is not taken as built next time
+      gpu.write_atomic(stamps_path, json.dumps(built, indent=1))
+      if not self.stage(name, cmd):
+        return False
+      built[name] = line
+      gpu.write_atomic(stamps_path, json.dumps(built, indent=1))
+    if changed:
+      write_fitting_tools(args, paths)
+    return True
+
   def train(self, phase: str, variant: str = "main") -> bool:
     for d in (self.paths.workdir(phase, variant), self.paths.final(phase, variant)):
       shutil.rmtree(d, ignore_errors=True)
@@ -1153,13 +1193,8 @@ class CpuRun:
       print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
       return 0
     if not args.skip_main:
-      if not os.path.exists(os.path.join(paths.shard("mix_done"))):
-        for name, cmd in data_stages(args, paths):
-          if not self.stage(name, cmd):
-            return 1
-        write_fitting_tools(args, paths)
-        with open(paths.shard("mix_done"), "w") as f:
-          f.write(gpu._stamp())  # pylint: disable=protected-access
+      if not self.build_data():
+        return 1
       done = []  # results.json keeps the earlier phases' records (--start_at)
       for phase in PHASES[PHASES.index(args.start_at):]:
         if phase == "phase2" and args.start_at == "phase2" and not os.path.exists(
