@@ -7,6 +7,7 @@ r"""The plan at a scale 2 CPU cores can run: L = 128 -> 4L = 512, with controls 
   python -m experiments.bridge.cpu --start_at phase2      # reuse phase2a/2b, train from phase2
   python -m experiments.bridge.cpu --smoke                # tiny: checks the machinery (tests)
   python -m experiments.bridge.cpu --merge A/results.json,B/results.json   # seeds run apart
+  python -m experiments.bridge.cpu --workdir runs/b --tools_generated_share 0.5  # other tool data
 
 Every stage is one of the project's own commands (run as a subprocess; experiments.bridge.run
 supplies the stage runner, the interleave command and the chat probe):
@@ -56,7 +57,8 @@ bridge's 500k (2k -> 8k) is the same idea taken further; --bridge_rope_theta 500
 Output (--out_dir, default experiments/bridge/cpu): results.json (every run so far, keyed
 seed/variant, merged across invocations), RESULTS.md (tables), loss_curves.png,
 accuracy_by_length.png, retrieval_curve.png. Data, checkpoints and logs (bridge.log with
-every command's output) go to --workdir (default runs/bridge_cpu).
+every command's output) go to --workdir (default runs/bridge_cpu). A data stage whose command
+is unchanged since it last built (data/stages.json) is not run again.
 """
 
 from __future__ import annotations
