@@ -175,7 +175,7 @@ def test_smoke_run_writes_every_phase_and_judges_every_target(tmp_path):
   assert set(results["training"]["phase2_5"]["val_loss_by_source"]) <= {
       "phase2", "tools", "longctx"}
   assert set(results["training"]["phase3"]["val_loss_by_source"]) <= {
-      "phase1", "phase2", "longctx", "sft"}
+      "phase1", "phase2", "longctx", "sft", "sft_tools"}
   assert len(results["chat"]) == len(bridge.CHAT_PROMPTS)
   assert all(r["ended_with"] in ("<|end|>", "eos", "budget") for r in results["chat"])
   # Every target judged with a number (a tiny model fails most of them: that is expected).
@@ -359,6 +359,13 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
     assert meta["has_loss_weights"], name
     assert (meta["builder"]["answer_weight"], meta["builder"]["stop_weight"]) == (
         cpu.SMOKE_PROFILE["answer_weight"], cpu.SMOKE_PROFILE["stop_weight"]), name
+  # Phase 3's SFT quarter: chat from the SFT shard, its tool-call tenth from the tool shard.
+  shards = tmp_path / "work" / "data" / "shards"
+  inputs = json.loads((shards / "phase3_mixed" / "train" / "meta.json").read_text()
+                      )["builder"]["inputs"]
+  assert {k: v["weight"] for k, v in inputs.items()} == pytest.approx(
+      {"phase1": 0.10, "phase2": 0.15, "longctx": 0.50, "sft": 0.225, "sft_tools": 0.025})
+  assert inputs["sft_tools"]["dir"] == str(shards / "tools")
   try:
     import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     for name in ("loss_curves.png", "accuracy_by_length.png", "retrieval_curve.png"):

@@ -22,7 +22,7 @@ supplies the stage runner, the interleave command and the chat probe):
             4L (four schemas held out of training: its eval.jsonl asks only them; half the
             training conversations name their functions and parameters with generated words,
             --tools_rename_share, so a call can only be written by reading the schema); sft (generated stdlib chats + fixture
-            chats ~90%, glaive tool chats ~10%); interleave:
+            chats; phase3's SFT quarter takes a tenth of it from the tool shard); interleave:
   phase2a   L, from scratch, longctx_warmup: the filler's language and the task formats
   phase2b   L, params-only from phase2a, longctx_tiny: the copy "clicks" (answer digits go
             from ~2.3 nats to ~0 within ~100 steps; NOTES.md has the runs that show why). A
@@ -371,9 +371,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
           ("longctx", "longctx_long", 0.25)])),
       ("mix_phase2_5_replay", _interleave(paths, "phase2_5_replay_mixed", L4, n25, val, [
           ("phase2", "phase2_mixed", 0.75), ("tools", "tools", 0.25)])),
-      ("mix_phase3", _interleave(paths, "phase3_mixed", L4, n3, val, [
-          ("phase1", "code", 0.10), ("phase2", "phase2_mixed", 0.15),
-          ("longctx", "longctx_long", 0.50), ("sft", "sft", 0.25)])),
+      ("mix_phase3", _interleave(paths, "phase3_mixed", L4, n3, val, gpu.phase3_sources())),
   ]
   return stages
 

@@ -21,7 +21,8 @@ Every step is one of the project's own commands, run as a subprocess and recorde
   phase2_5   configs/phase2_5.py at --long_len (8k): 50% phase2 replay, 25% tool protocol,
              25% long-context hard dependencies; params only from phase2; RoPE 10k -> 500k
   phase3     configs/phase3.py at 8k: phase1 (code) 0.10, phase2 0.15, long-context 0.50,
-             SFT 0.25; params only from phase2_5's best
+             SFT 0.25 (chat 0.9, tool calls 0.1 from the tool shard); params only from
+             phase2_5's best
   evals      jaxlm.eval after phase2, phase2_5 and phase3: held-out passkey (phrasings,
              filler and instruction no training document uses; the score that counts),
              the training phrasing's passkey and RULER at
@@ -346,14 +347,26 @@ def flops_per_token(args, seq_len: int) -> float:
 
 
 def sft_sources(stdlib_chats: str) -> list[str]:
-  """The SFT mix's --source flags: chat 0.9 (generated stdlib chats, OpenHermes, UltraChat)
-  and tool calls 0.1 (glaive), phase 3's generic SFT."""
+  """The SFT builder's --source flags: phase 3's generic chat (generated stdlib chats,
+  OpenHermes, UltraChat). Its tool calls come from the tool shard (phase3_sources)."""
   return ["--source", f"stdlib_chat={stdlib_chats}:0.6",
           "--source", "openhermes=" + os.path.join(FIXTURES, "openhermes2_5_sample.json") + ":0.15",
           "--source", "ultrachat=" + os.path.join(FIXTURES, "test_sft-00000-of-00001.parquet")
-          + ":0.15",
-          "--source", "glaive=" + os.path.join(FIXTURES, "glaive_function_calling_v2_sample.json")
-          + ":0.1"]
+          + ":0.15"]
+
+
+# Phase 3's SFT quarter is chat ~90% and tool calls ~10% (the plan). The tool tenth is read from
+# the tool shard (tool_synth's conversations, the glaive and hermes fixtures among them): as an
+# SFT builder source, glaive's 2-record fixture ran out after 330 tokens, 0.3% of the quarter.
+SFT_TOOL_SHARE = 0.1
+
+
+def phase3_sources() -> list[tuple[str, str, float]]:
+  """(source name, shard, weight) of phase 3's mix: configs/phase3.py's phase1 0.10, phase2
+  0.15, long-context 0.50 and SFT 0.25, the SFT split into chat and tool calls."""
+  return [("phase1", "code", 0.10), ("phase2", "phase2_mixed", 0.15),
+          ("longctx", "longctx_long", 0.50), ("sft", "sft", 0.25 * (1 - SFT_TOOL_SHARE)),
+          ("sft_tools", "tools", 0.25 * SFT_TOOL_SHARE)]
 
 
 def source_tokens(tokens: float, document_tokens: int) -> int:
@@ -435,10 +448,9 @@ def submit_data(jobs: Jobs, args, paths: Paths) -> None:
   jobs.submit("mix_phase2_5", interleave_cmd(paths, "phase2_5_mixed", args.long_len, n25, val, [
       ("phase2", "phase2_mixed", 0.5), ("tools", "tools", 0.25),
       ("longctx", "longctx_long", 0.25)]), needs=["mix_phase2", "tools", "longctx_long"])
-  jobs.submit("mix_phase3", interleave_cmd(paths, "phase3_mixed", args.long_len, n3, val, [
-      ("phase1", "code", 0.10), ("phase2", "phase2_mixed", 0.15),
-      ("longctx", "longctx_long", 0.50), ("sft", "sft", 0.25)]),
-      needs=["code", "mix_phase2", "longctx_long", "sft"])
+  jobs.submit("mix_phase3", interleave_cmd(paths, "phase3_mixed", args.long_len, n3, val,
+                                         phase3_sources()),
+              needs=["code", "mix_phase2", "longctx_long", "sft", "tools"])
 
 
 def interleave_cmd(paths: Paths, out: str, block: int, train_tokens: int, val_tokens: int,
