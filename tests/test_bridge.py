@@ -381,13 +381,22 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
                          "--start_at", "phase3", "--tools_generated_share", "0.5"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  stages = {s["name"]: s["status"] for s in json.loads(
-      (out / "results.json").read_text())["runs"]["seed0/main"]["stages"]}
+  first = {s["name"]: s for s in run["stages"]}
+  again = json.loads((out / "results.json").read_text())["runs"]["seed0/main"]
+  stages = {s["name"]: s for s in again["stages"]}
+  # Both invocations' commands and wall times stay on record.
+  assert again["earlier_invocations"] == [
+      {k: run[k] for k in ("command", "wall_time_s", "started")}]
+  assert "--tools_generated_share 0.5" in again["command"]
+  assert f"- seed0/main (earlier): `{run['command']}`" in (out / "RESULTS.md").read_text()
   names = [name for name, _ in cpu.data_stages(cpu.parse_args(["--smoke"]), cpu.Paths(
       cpu.parse_args(["--smoke"])))]
   tools_at = names.index("tools")
-  assert all(stages[n].startswith("skipped: built by this command") for n in names[:tools_at])
-  assert all(stages[n] == "ok" for n in names[tools_at:]), stages
+  # The shards before it are skipped and keep the records of the run that built them.
+  assert all(f"skip {n}: {cpu.BUILT_BEFORE}" in proc.stdout for n in names[:tools_at])
+  assert all(stages[n] == first[n] for n in names[:tools_at])
+  assert all(stages[n]["status"] == "ok" for n in names[tools_at:]), stages
+  assert stages["tools"]["command"] != first["tools"]["command"]
   assert (data / "tokenizer" / "bridge_cpu.model").read_bytes() == tokenizer_bytes
   meta = json.loads((data / "shards" / "tools" / "train" / "meta.json").read_text())
   assert meta["builder"]["generated_share"] == 0.5

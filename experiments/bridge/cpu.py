@@ -125,6 +125,8 @@ CPU_PROFILE = dict(
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
     tools_rename_share=0.5,
 )
+# A data stage skipped because data/stages.json says this very command built its output.
+BUILT_BEFORE = "built by this command before"
 # tool_synth options a chain may set for its tool shard (--tools_<name>); left unset, the
 # builder's own defaults hold and the command names none of them.
 TOOL_SYNTH_OPTIONS = {"generated_share": float, "generated_apart_share": float,
@@ -840,6 +842,8 @@ def format_markdown(results: dict) -> str:
         lines.append(f"- {key} {phase}: {c['prompt']!r} -> {c['reply']!r} [{c['ended_with']}]")
   lines += ["", "## Commands and wall times", ""]
   for key, run in sorted(results["runs"].items()):
+    for earlier in run.get("earlier_invocations", []):
+      lines.append(f"- {key} (earlier): `{earlier['command']}` ({earlier['wall_time_s']} s)")
     lines.append(f"- {key}: `{run.get('command')}` ({run.get('wall_time_s')} s)")
     for s in run.get("stages", []):
       lines.append(f"  - {s['name']}: {s['status']}, {s['seconds']} s")
@@ -1078,7 +1082,7 @@ class CpuRun:
     for name, cmd in data_stages(args, paths):
       line = shlex.join(map(str, cmd))
       if not changed and built.get(name) == line:
-        self.runner.skip(name, list(map(str, cmd)), "built by this command before")
+        self.runner.skip(name, list(map(str, cmd)), BUILT_BEFORE)
         continue
       changed = True
       built.pop(name, None)  # a stage that fails half-way is not taken as built next time
@@ -1163,9 +1167,19 @@ class CpuRun:
     with self.runner.lock:
       now = [{"name": s.name, "status": s.status, "seconds": s.seconds, "command": s.command}
              for s in self.runner.stages]
+    # A stage skipped as built keeps the record of the run that built it, when that ran the
+    # same command (results.json then still says how long the build took).
+    kept = {s["name"]: s for s in run.get("stages", [])}
+    now = [kept[s["name"]] if s["status"] == f"skipped: {BUILT_BEFORE}" and s["name"] in kept
+           and kept[s["name"]]["command"] == s["command"] else s for s in now]
     names = {s["name"] for s in now}
     run["stages"] = [s for s in run.get("stages", []) if s["name"] not in names] + now
     if not args.report_only or "command" not in run:  # a report keeps the run's command
+      started = gpu._stamp_of(self.start)  # pylint: disable=protected-access
+      if "command" in run and run.get("started") != started:  # an earlier invocation's
+        run.setdefault("earlier_invocations", []).append(
+            {k: run.get(k) for k in ("command", "wall_time_s", "started")})
+      run["started"] = started
       run["command"] = shlex.join(["python", "-m", "experiments.bridge.cpu", *sys.argv[1:]]) \
           if sys.argv[0].endswith("cpu.py") else shlex.join(["python", "-m",
                                                              "experiments.bridge.run",

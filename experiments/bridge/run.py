@@ -123,7 +123,12 @@ CHAT_PROMPTS = (
 
 
 def _stamp() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+  return _stamp_of(time.time())
+
+
+def _stamp_of(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+      "%Y-%m-%d %H:%M:%S UTC")
 
 
 def write_atomic(path: str, text: str) -> None:
