@@ -1281,22 +1281,15 @@ def build(args) -> bu.Report:
   if args.max_offered < 1:
     raise ValueError(f"--max_offered {args.max_offered}: a conversation offers at least 1 "
                      "function")
+  # The data options, one list for the workers' config and the shard's meta.
+  options = {k: getattr(args, k) for k in (
+      "rename_share", "rename_words", "generated_share", "generated_apart_share",
+      "generated_id_share", "max_offered", "schema_detail", "name_weight")}
   cfg = {"seed": args.seed, "tokenizer": tok.path, "seq_len": args.seq_len, "heldout": heldout,
-         "rename_share": args.rename_share, "rename_words": args.rename_words,
-         "generated_share": args.generated_share,
-         "generated_apart_share": args.generated_apart_share,
-         "generated_id_share": args.generated_id_share,
-         "max_offered": args.max_offered, "schema_detail": args.schema_detail,
-         "name_weight": args.name_weight}
+         **options}
   report = bu.Report("tool_synth")
   meta = {"name": "tool_synth", "seed": args.seed, "glaive": args.glaive, "hermes": args.hermes,
-          "seq_len": args.seq_len, "heldout_functions": list(heldout),
-          "rename_share": args.rename_share, "rename_words": args.rename_words,
-          "generated_share": args.generated_share,
-          "generated_apart_share": args.generated_apart_share,
-          "generated_id_share": args.generated_id_share,
-          "max_offered": args.max_offered, "schema_detail": args.schema_detail,
-          "name_weight": args.name_weight}
+          "seq_len": args.seq_len, "heldout_functions": list(heldout), **options}
   targets = {"train": args.target_train_tokens, "val": args.target_val_tokens}
   tokens_per_source = {}
   with bu.OrderedPool(make_worker_state, cfg, args.num_workers) as pool, \
