@@ -402,6 +402,26 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   assert meta["builder"]["generated_share"] == 0.5
   stamps = json.loads((data / "stages.json").read_text())
   assert "--generated_share 0.5" in stamps["tools"] and list(stamps) == names
+  # --evals_only: the named evals run again on the finished checkpoints, nothing trains or
+  # builds, the other evals' files stay, and the run keeps the command that trained it.
+  evals = tmp_path / "work" / "seed0" / "evals"
+  (evals / "phase3_a.json").unlink()
+  b_mtime = (evals / "phase3_b.json").stat().st_mtime_ns
+  metrics = (tmp_path / "work" / "seed0" / "workdirs" / "phase3" / "metrics.jsonl").read_bytes()
+  proc = subprocess.run([sys.executable, "-m", "experiments.bridge.cpu", "--smoke",
+                         "--workdir", str(tmp_path / "work"), "--out_dir", str(out),
+                         "--evals_only", "a"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert json.loads((evals / "phase3_a.json").read_text())["passkey_heldout"]["by_length"]
+  assert (evals / "phase3_b.json").stat().st_mtime_ns == b_mtime
+  assert (tmp_path / "work" / "seed0" / "workdirs" / "phase3" / "metrics.jsonl"
+          ).read_bytes() == metrics
+  assert "start eval_phase3_a" in proc.stdout
+  assert "train_" not in proc.stdout and "start tools" not in proc.stdout
+  third = json.loads((out / "results.json").read_text())["runs"]["seed0/main"]
+  assert third["command"] == again["command"]
+  assert third["phases"]["phase3"]["heldout_probes"] == 1  # the smoke profile's 1 a length
   print(f"cpu smoke: {time.time() - start:.0f} s")
 
 
@@ -428,6 +448,13 @@ def test_cpu_retrieval_curve_reads_every_kept_checkpoints_evals(tmp_path):
                  "retrieval_curve": curve, "curve": [{"step": 200, "eval/passkey": 0.75}]}}}}}
   md = cpu.format_markdown(results)
   assert "| seed0/main | phase2b | 200 | 75 | 50 | 25 | 0.40 / 0.30 | - |" in md
+
+
+def test_cpu_evals_only_refuses_an_unknown_part_naming_it(capsys):
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit):
+    cpu.parse_args(["--evals_only", "a,tools"])
+  assert "--evals_only: unknown ['tools']" in capsys.readouterr().err
 
 
 def test_cpu_curve_phases_must_be_short_phases(capsys):

@@ -8,6 +8,7 @@ r"""The plan at a scale 2 CPU cores can run: L = 128 -> 4L = 512, with controls 
   python -m experiments.bridge.cpu --smoke                # tiny: checks the machinery (tests)
   python -m experiments.bridge.cpu --merge A/results.json,B/results.json   # seeds run apart
   python -m experiments.bridge.cpu --workdir runs/b --tools_generated_share 0.5  # other tool data
+  python -m experiments.bridge.cpu --evals_only a,b   # evaluate this seed's checkpoints again
 
 Every stage is one of the project's own commands (run as a subprocess; experiments.bridge.run
 supplies the stage runner, the interleave command and the chat probe):
@@ -116,7 +117,11 @@ CPU_PROFILE = dict(
     lr_phase2a=3e-3, lr_phase2b=2e-3, lr_phase2=1e-3, lr_phase2_5=1e-3, lr_phase3=5e-4,
     warmup_phase2a=50, warmup_phase2b=20, warmup_phase2=20, warmup_phase2_5=15,
     warmup_phase3=10,
-    val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="100,128,256,512,1024", eval_depths="0,0.5,1", eval_samples=8,
+    # eval_samples: probes a depth; 24 x 3 depths = 72 a length, so one probe is 1.4 points
+    # (at 8 a depth one probe was 4 points and two probe sets of the same checkpoint differed
+    # by up to 17: every miss of the 95% target was inside that spread; NOTES.md).
+    val_every=100, eval_phases="phase2,phase2_5,phase3", eval_lengths="100,128,256,512,1024",
+    eval_depths="0,0.5,1", eval_samples=24,
     tools_records=24, chat_max_new_tokens=32, curve_records=48,
     curve_phases="phase2a,phase2b,phase2", code_input="", filler_chars=1_000_000,
     stdlib_chats=2000, min_distance=8, builder_workers=2, answer_weight=3, stop_weight=3,
@@ -165,6 +170,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="end the main chain after this phase (e.g. phase2b: explore the warm-up)")
   p.add_argument("--report_only", action="store_true",
                  help="train nothing: re-read this seed's files, rewrite results and plots")
+  p.add_argument("--evals_only", default="",
+                 help=f"comma list from {EVAL_PARTS}: train nothing, run these evals again on "
+                 "every finished checkpoint of this seed's eval phases (main chain, controls "
+                 "and --variant_name's chain), then rewrite results and plots as --report_only")
   p.add_argument("--merge", default="",
                  help="comma list of results.json files (seeds run side by side, each with its "
                  "own --out_dir): their runs join out_dir's results.json, replacing a run of "
@@ -208,6 +217,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if bad:
     p.error(f"--controls: unknown {bad}; choose from {SIDE_RUNS} or 'all'")
   args.control_list = controls
+  bad = sorted(set(x for x in args.evals_only.split(",") if x) - set(EVAL_PARTS))
+  if bad:
+    p.error(f"--evals_only: unknown {bad}; choose from {EVAL_PARTS}")
   bad = sorted(set(c for c in args.curve_phases.split(",") if c) - set(SHORT_PHASES))
   if bad:
     p.error(f"--curve_phases: {bad} are not short phases; choose from {SHORT_PHASES}")
@@ -445,6 +457,12 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
                 *[f"--config.{k}={v}" for k, v in overrides.items()])
 
 
+# The evals after a phase, each one jaxlm.eval call (chat: the chat probe), named by the part
+# of its output file: a = retrieval, held-out tools and replay val; b = training-schema tools
+# and phase3-mix val; c = the builder's fresh records; chat = greedy replies.
+EVAL_PARTS = ("a", "b", "c", "chat")
+
+
 def eval_cmds(args, paths: Paths, phase: str, variant: str) -> list[tuple[str, list[str]]]:
   ck = paths.final(phase, variant)
   common = ["--checkpoint", ck, "--tokenizer", paths.tokenizer, "--batch_size", 8,
@@ -624,6 +642,8 @@ def phase_record(args, paths: Paths, phase: str, variant: str, seconds: dict) ->
     rec["passkey_by_length_depth"] = a.get("passkey", {}).get("by_length_depth")
     rec["heldout_by_length"] = a.get("passkey_heldout", {}).get("by_length")
     rec["heldout_by_length_depth"] = a.get("passkey_heldout", {}).get("by_length_depth")
+    rec["heldout_probes"] = len(a.get("passkey_heldout", {}).get("records", [])) // max(
+        1, len(rec["heldout_by_length"] or {}))
     rec["heldout_overrun_by_length"] = _overrun_by_length(
         a.get("passkey_heldout", {}).get("records", []))
     rec["heldout_answer_kinds"] = _answer_kinds(
@@ -757,10 +777,10 @@ def format_markdown(results: dict) -> str:
             "Fresh records: the builder's own held-out documents (training phrasings and kind "
             "of filler; new keys, needles and passages) at the phase's length (L for the short "
             "phases, 4L after), passkey and all tasks.", "",
-            "| run | phase | steps | tokens | train s | " + " | ".join(
+            "| run | phase | steps | tokens | train s | probes a length | " + " | ".join(
                 f"{n}" for n in lengths) + " | tools valid held-out / seen | replay val | "
             "fresh records: passkey / all |",
-            "|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|"]
+            "|---|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|"]
   for key, run in sorted(results["runs"].items()):
     for phase, rec in run.get("phases", {}).items():
       h, t = rec.get("heldout_by_length") or {}, rec.get("passkey_by_length") or {}
@@ -770,7 +790,8 @@ def format_markdown(results: dict) -> str:
       rv = rec.get("replay_val_loss")
       rc = rec.get("records") or {}
       lines.append(f"| {key} | {phase} | {rec.get('steps')} | {rec.get('tokens')} | "
-                   f"{rec.get('train_wall_s') or '-'} | " + " | ".join(cells) +
+                   f"{rec.get('train_wall_s') or '-'} | {rec.get('heldout_probes') or '-'} | "
+                   + " | ".join(cells) +
                    f" | {_pct(th)} / {_pct(ts)} | {'-' if rv is None else f'{rv:.3f}'} | "
                    f"{_pct((rc.get('by_task') or {}).get('passkey'))} / "
                    f"{_pct(rc.get('accuracy'))} |")
@@ -1174,7 +1195,8 @@ class CpuRun:
            and kept[s["name"]]["command"] == s["command"] else s for s in now]
     names = {s["name"] for s in now}
     run["stages"] = [s for s in run.get("stages", []) if s["name"] not in names] + now
-    if not args.report_only or "command" not in run:  # a report keeps the run's command
+    rewrite = args.report_only or args.evals_only  # keeps the run's command
+    if not rewrite or "command" not in run:
       started = gpu._stamp_of(self.start)  # pylint: disable=protected-access
       if "command" in run and run.get("started") != started:  # an earlier invocation's
         run.setdefault("earlier_invocations", []).append(
@@ -1196,14 +1218,22 @@ class CpuRun:
       merge_results(args, args.merge.split(","))
       print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
       return 0
-    if args.report_only:
+    if args.report_only or args.evals_only:
       mine = [p for p in PHASES if args.variant_name == "main" or  # a variant: its own only
               chain_variant(args, p) != "main"]
-      self.record(key, [(p, chain_variant(args, p)) for p in mine
-                        if os.path.isdir(paths.workdir(p, chain_variant(args, p)))])
-      for control in SIDE_RUNS:
-        if os.path.isdir(paths.workdir("phase2_5", control)):
-          self.record(f"seed{args.seed}/{control}", [("phase2_5", control)])
+      runs = [(key, [(p, chain_variant(args, p)) for p in mine
+                     if os.path.isdir(paths.workdir(p, chain_variant(args, p)))])]
+      runs += [(f"seed{args.seed}/{control}", [("phase2_5", control)]) for control in SIDE_RUNS
+               if os.path.isdir(paths.workdir("phase2_5", control))]
+      parts = args.evals_only.split(",")
+      for run_key, phases in runs:  # a variant's invocation leaves the controls to main's
+        for phase, variant in phases if run_key == key or args.variant_name == "main" else []:
+          if phase in args.eval_phases.split(",") and os.path.isdir(paths.final(phase, variant)):
+            for part, cmd in eval_cmds(args, paths, phase, variant):
+              if part in parts and not self.stage(f"eval_{phase}{_suffix(variant)}_{part}", cmd):
+                return 1  # results.json keeps what the last good evals said
+      for run_key, phases in runs:
+        self.record(run_key, phases)
       print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
       return 0
     if not args.skip_main:
