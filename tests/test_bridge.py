@@ -457,20 +457,6 @@ def test_cpu_evals_only_refuses_an_unknown_part_naming_it(capsys):
   assert "--evals_only: unknown ['tools']" in capsys.readouterr().err
 
 
-def test_cpu_doc_mask_phases_keep_attention_inside_documents_there_only(tmp_path, capsys):
-  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
-  flag = "--config.model.cross_document_attention=False"
-  args = cpu.parse_args(["--workdir", str(tmp_path), "--doc_mask_phases", "phase2_5"])
-  paths = cpu.Paths(args)
-  assert flag in cpu.train_cmd(args, paths, "phase2_5")
-  assert flag not in cpu.train_cmd(args, paths, "phase2")
-  default = cpu.parse_args(["--workdir", str(tmp_path)])
-  assert not any("cross_document" in c for c in cpu.train_cmd(default, paths, "phase2_5"))
-  with pytest.raises(SystemExit):
-    cpu.parse_args(["--doc_mask_phases", "phase2_5,phase4"])
-  assert "--doc_mask_phases: unknown ['phase4']" in capsys.readouterr().err
-
-
 def test_cpu_curve_phases_must_be_short_phases(capsys):
   from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
   with pytest.raises(SystemExit):

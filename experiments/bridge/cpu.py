@@ -128,7 +128,7 @@ CPU_PROFILE = dict(
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
     long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
-    tools_rename_share=0.5, doc_mask_phases="",
+    tools_rename_share=0.5,
 )
 # A data stage skipped because data/stages.json says this very command built its output.
 BUILT_BEFORE = "built by this command before"
@@ -149,7 +149,7 @@ SMOKE_PROFILE = dict(
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
     long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
-    tools_rename_share=0.5, doc_mask_phases="",
+    tools_rename_share=0.5,
 )
 
 
@@ -194,10 +194,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   # retrieval the bridge carries to 4L); tools_rename_share: tool_synth --rename_share;
   # warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
   # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
-  # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked);
-  # doc_mask_phases: phases trained with attention kept inside each packed document and
-  # positions restarting at each (model.cross_document_attention=False; phase3's config
-  # already does), e.g. phase2_5, whose replay packs four L-token documents into a 4L window.
+  # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
   args = p.parse_args(argv)
   if args.variant_name in SIDE_RUNS or args.variant_name.startswith("round"):
     p.error(f"--variant_name {args.variant_name!r} is taken (controls {SIDE_RUNS}, gate rounds)")
@@ -220,9 +217,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   if bad:
     p.error(f"--controls: unknown {bad}; choose from {SIDE_RUNS} or 'all'")
   args.control_list = controls
-  bad = sorted(set(x for x in args.doc_mask_phases.split(",") if x) - set(PHASES))
-  if bad:
-    p.error(f"--doc_mask_phases: unknown {bad}; choose from {PHASES}")
   bad = sorted(set(x for x in args.evals_only.split(",") if x) - set(EVAL_PARTS))
   if bad:
     p.error(f"--evals_only: unknown {bad}; choose from {EVAL_PARTS}")
@@ -459,8 +453,6 @@ def train_cmd(args, paths: Paths, phase: str, variant: str = "main") -> list[str
       "optimizer.min_lr_ratio": 0.1, "eval_during_training": True, "tensorboard": False,
       "keep_latest": 100,  # every validation's checkpoint stays: the retrieval curve reads them
   }
-  if phase in args.doc_mask_phases.split(","):
-    overrides["model.cross_document_attention"] = False
   return gpu.py("jaxlm.main", f"--config={config}",
                 *[f"--config.{k}={v}" for k, v in overrides.items()])
 
