@@ -232,6 +232,18 @@ def test_cpu_controls_change_one_thing_each(tmp_path):
       assert got["train_dir"] == main["train_dir"]  # same data, same steps
 
 
+def test_cpu_controls_alone_build_their_data_first(tmp_path, monkeypatch):
+  """--skip_main still runs the data stages (skipping the unchanged ones): data built since by
+  a variant with other flags is rebuilt before a control trains on it."""
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+  calls = []
+  monkeypatch.setattr(cpu.CpuRun, "build_data", lambda self: calls.append("data") or False)
+  monkeypatch.setattr(cpu.CpuRun, "train", lambda self, *a: calls.append(a) or True)
+  args = cpu.parse_args(["--workdir", str(tmp_path), "--out_dir", str(tmp_path / "out"),
+                         "--controls", "no_rope", "--skip_main"])
+  assert cpu.CpuRun(args).main() == 1 and calls == ["data"]  # a failed build trains nothing
+
+
 def test_cpu_variant_chain_keeps_its_own_bridge(tmp_path, capsys):
   """--variant_name: phase2_5 and phase3 under the variant's name, from the seed's own phase2,
   never over the main chain's files; a control's name is refused."""

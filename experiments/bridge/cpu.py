@@ -1236,9 +1236,12 @@ class CpuRun:
         self.record(run_key, phases)
       print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
       return 0
+    # Data first even for controls alone (--skip_main): a variant of this seed may have built
+    # other data since (its flags size the shards), and a control must train on the data
+    # its own command names; unchanged stages are skipped.
+    if not self.build_data():
+      return 1
     if not args.skip_main:
-      if not self.build_data():
-        return 1
       done = []  # results.json keeps the earlier phases' records (--start_at)
       for phase in PHASES[PHASES.index(args.start_at):]:
         if phase == "phase2" and args.start_at == "phase2" and not os.path.exists(
