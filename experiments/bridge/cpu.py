@@ -1225,9 +1225,10 @@ class CpuRun:
                      if os.path.isdir(paths.workdir(p, chain_variant(args, p)))])]
       runs += [(f"seed{args.seed}/{control}", [("phase2_5", control)]) for control in SIDE_RUNS
                if os.path.isdir(paths.workdir("phase2_5", control))]
-      parts = args.evals_only.split(",")
-      for run_key, phases in runs:  # a variant's invocation leaves the controls to main's
-        for phase, variant in phases if run_key == key or args.variant_name == "main" else []:
+      if args.evals_only:
+        parts = args.evals_only.split(",")
+        own = runs if args.variant_name == "main" else runs[:1]  # the controls are main's
+        for phase, variant in [pv for _, phases in own for pv in phases]:
           if phase in args.eval_phases.split(",") and os.path.isdir(paths.final(phase, variant)):
             for part, cmd in eval_cmds(args, paths, phase, variant):
               if part in parts and not self.stage(f"eval_{phase}{_suffix(variant)}_{part}", cmd):
