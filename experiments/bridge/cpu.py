@@ -1161,9 +1161,12 @@ class CpuRun:
         break
     return True
 
-  def evaluate(self, phase: str, variant: str = "main") -> None:
-    for part, cmd in eval_cmds(self.args, self.paths, phase, variant):
-      self.stage(f"eval_{phase}{_suffix(variant)}_{part}", cmd)
+  def evaluate(self, phase: str, variant: str = "main", parts=EVAL_PARTS) -> bool:
+    """Runs these eval parts after a phase, each even if one before it failed; False if any
+    failed."""
+    return all([self.stage(f"eval_{phase}{_suffix(variant)}_{part}", cmd)
+                for part, cmd in eval_cmds(self.args, self.paths, phase, variant)
+                if part in parts])
 
   def record(self, key: str, phases: Sequence[tuple[str, str]]) -> None:
     """Merges this invocation's runs into out_dir/results.json and rewrites the reports."""
@@ -1230,9 +1233,8 @@ class CpuRun:
         own = runs if args.variant_name == "main" else runs[:1]  # the controls are main's
         for phase, variant in [pv for _, phases in own for pv in phases]:
           if phase in args.eval_phases.split(",") and os.path.isdir(paths.final(phase, variant)):
-            for part, cmd in eval_cmds(args, paths, phase, variant):
-              if part in parts and not self.stage(f"eval_{phase}{_suffix(variant)}_{part}", cmd):
-                return 1  # results.json keeps what the last good evals said
+            if not self.evaluate(phase, variant, parts):
+              return 1  # results.json keeps what the last good evals said
       for run_key, phases in runs:
         self.record(run_key, phases)
       print(f"results: {os.path.join(args.out_dir, 'RESULTS.md')}")
