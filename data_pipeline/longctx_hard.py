@@ -40,7 +40,8 @@ as tasks_left_out); when none fits, the build is refused with one line naming th
 
 Passkey phrasings (--passkey_phrasings): `fixed` draws from the 8 PASSKEY_TEMPLATES (the first
 is the Landmark prompt that `jaxlm.eval --suite passkey` asks), `generated` from PASSKEY_FRAMES
-filled with word-list pairs (thousands of phrasings), `both` half and half. None of them is a
+filled with word-list pairs (thousands of phrasings), `both` half and half, `wide` as `both`
+with more frames and openers, made-up name words and remarks after the key. None of them is a
 held-out phrasing of `jaxlm.eval --suite passkey_heldout` (tests check it).
 
 Keys (--key_kind): the answers of passkey, kv_retrieval and multi_query are digits (default),
@@ -124,7 +125,28 @@ PASSKEY_FRAMES = (
 PASSKEY_OPENERS = ("What is the {q}?", "What was the {q}?", "Recall the {q}.",
                    "Tell me the {q}.", "Do you remember the {q}?", "Which is the {q}?",
                    "Name the {q}.", "The {q} came up earlier.")
-PASSKEY_PHRASINGS = ("fixed", "generated", "both")
+# Wide phrasings (--passkey_phrasings wide): the generated ones and these extra frames and
+# openers, half of the names' words made up (`bakodi`: no word list predicts them, so the
+# question's name has to be matched to the needle's, not recognised) and half of the needles
+# followed by a remark, so that the key is not always the last thing its sentence says.
+# Checked against the held-out phrasings as the generated ones are.
+WIDE_FRAMES = (
+    ("The {n} is {key}.", "{n}", "The {n} is"),
+    ("{A} {n}: {key}.", "{a} {n}", "The {a} {n} is"),
+    ("I was told the {a} {n} is {key}.", "{a} {n}", "The {a} {n} is"),
+    ("The {a} {n} reads {key} on the chart.", "{a} {n} reading", "The {a} {n} reads"),
+    ("Use {key} for the {a} {n} from now on.", "{a} {n} to use", "The {a} {n} to use is"),
+    ("The {n} you need is {key}.", "{n} you need", "The {n} you need is"),
+    ("The number on the {a} {n} is {key}.", "number on the {a} {n}",
+     "The number on the {a} {n} is"),
+    ("Someone set the {n} to {key}.", "{n}", "The {n} is"),
+)
+WIDE_OPENERS = ("Can you recall the {q}?", "Quick question: what is the {q}?",
+                "Earlier there was a {q}. What was it?", "Give the {q}.", "Say the {q}.")
+WIDE_REMARKS = ("Keep it close.", "It will be needed.", "Nobody else knows it.",
+                "Hold on to it.", "Mind the digits.", "Repeat it to yourself.",
+                "It is asked for at the end.", "Guard it well.")
+PASSKEY_PHRASINGS = ("fixed", "generated", "both", "wide")
 _WORDS = ("amber azure bold brisk calm cedar coral crisp dawn deep dusty eager fern frost gentle "
           "golden granite hazel ivory jade keen lunar maple misty noble ochre pale quiet rapid "
           "rustic sable silver slate solar swift tawny velvet vivid wild bright hollow little "
@@ -137,13 +159,22 @@ _NOUNS = ("badger beacon canyon comet crane delta ember falcon fjord garnet harb
           "mirror needle parlor pillar pump radio saddle signal tower tunnel wagon window").split()
 
 
-def generated_phrasing(rng, key: str) -> tuple[str, str]:
-  """(needle sentence, question ending in the answer lead) of one generated phrasing."""
-  needle, q, lead = PASSKEY_FRAMES[rng.randrange(len(PASSKEY_FRAMES))]
+def generated_phrasing(rng, key: str, wide: bool = False) -> tuple[str, str]:
+  """(needle sentence, question ending in the answer lead) of one generated phrasing; `wide`
+  draws from the WIDE_ lists too (frames, openers, made-up words, remarks)."""
+  frames = PASSKEY_FRAMES + WIDE_FRAMES if wide else PASSKEY_FRAMES
+  openers = PASSKEY_OPENERS + WIDE_OPENERS if wide else PASSKEY_OPENERS
+  needle, q, lead = frames[rng.randrange(len(frames))]
   a, n = rng.choice(_WORDS), rng.choice(_NOUNS)
+  if wide:  # six letters: no made-up word can spell a held-out one
+    a = bu.pseudo_word(rng, 6) if rng.random() < 0.5 else a
+    n = bu.pseudo_word(rng, 6) if rng.random() < 0.5 else n
   words = {"a": a, "n": n, "A": a.capitalize(), "key": key}
-  opener = PASSKEY_OPENERS[rng.randrange(len(PASSKEY_OPENERS))].format(q=q.format(**words))
-  return needle.format(**words), f"{opener} {lead.format(**words)}"
+  opener = openers[rng.randrange(len(openers))].format(q=q.format(**words))
+  sentence = needle.format(**words)
+  if wide and rng.random() < 0.5:
+    sentence += " " + WIDE_REMARKS[rng.randrange(len(WIDE_REMARKS))]
+  return sentence, f"{opener} {lead.format(**words)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +231,7 @@ def solve_from_text(task: str, document_text: str) -> str:
     for needle, question in PASSKEY_TEMPLATES:
       if text.endswith(question):
         return re.search(_needle_pattern(needle), text).group(1)
-    for needle, _, lead in PASSKEY_FRAMES:  # leads are shared: try every frame that fits
+    for needle, _, lead in PASSKEY_FRAMES + WIDE_FRAMES:  # leads are shared: try each that fits
       m = re.search(_frame_pattern(lead) + r"\Z", text)
       found = m and re.search(_needle_pattern(needle.replace("{key}", "\0").format(
           **m.groupdict()).replace("\0", "{key}")), text)
@@ -553,8 +584,8 @@ class TaskMaker:
     d = self.distance(rng, 64)
     phrasing = self.cfg.get("passkey_phrasings", "fixed")
     sep = "\n"
-    if phrasing == "generated" or (phrasing == "both" and rng.random() < 0.5):
-      sentence, question = generated_phrasing(rng, key)
+    if phrasing == "generated" or (phrasing in ("both", "wide") and rng.random() < 0.5):
+      sentence, question = generated_phrasing(rng, key, wide=phrasing == "wide")
       sep = rng.choice(("\n", " "))  # inside a line of filler, as prompts put them, or alone
     else:
       template, question = PASSKEY_TEMPLATES[rng.randrange(len(PASSKEY_TEMPLATES))]
@@ -789,7 +820,8 @@ def parse_args(argv=None):
   p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list from {TASKS}")
   p.add_argument("--passkey_phrasings", choices=PASSKEY_PHRASINGS, default="fixed",
                  help="passkey needles/questions: the 8 fixed PASSKEY_TEMPLATES, phrasings "
-                      "generated from PASSKEY_FRAMES and word lists, or half of each")
+                      "generated from PASSKEY_FRAMES and word lists, half of each, or half "
+                      "fixed and half generated with the WIDE_ lists too")
   p.add_argument("--key_digits", default=",".join(map(str, KEY_DIGITS)),
                  help="LO,HI: digits of passkey / kv_retrieval / multi_query answers")
   p.add_argument("--key_kind", choices=KEY_KINDS, default="digits",

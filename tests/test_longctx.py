@@ -192,12 +192,14 @@ def test_heldout_passkey_eval_shares_no_phrasing_with_training(built, tokenizer)
     assert phrase not in text, phrase
 
 
+@pytest.mark.parametrize("phrasings", ["generated", "wide"])
 def test_generated_passkey_phrasings_are_solvable_and_not_held_out(tmp_path, tokenizer_path,
-                                                                  tokenizer):
+                                                                  tokenizer, phrasings):
   from jaxlm import eval_tasks  # pylint: disable=import-outside-toplevel
   out = build(tmp_path / "gen", tokenizer_path, "--max_doc_tokens", "512", "--tasks", "passkey",
-              "--passkey_phrasings", "generated", "--min_distance", "16", train=512 * 30,
-              val=512)
+              "--passkey_phrasings", phrasings, "--min_distance", "16",
+              train=512 * (30 if phrasings == "generated" else 60), val=512)
+  frames = longctx_hard.PASSKEY_FRAMES + longctx_hard.WIDE_FRAMES
   infos = read_jsonl(os.path.join(out, "train_documents.jsonl"))
   questions = set()
   for info, doc in zip(infos, documents(os.path.join(out, "train"))):
@@ -205,23 +207,38 @@ def test_generated_passkey_phrasings_are_solvable_and_not_held_out(tmp_path, tok
     prompt = tokenizer.decode(doc["tokens"][1:s])
     assert longctx_hard.solve_from_text("passkey", prompt) == tokenizer.decode(
         doc["tokens"][s:e]).strip()
-    leads = [m.group(0) for _, _, lead in longctx_hard.PASSKEY_FRAMES
+    leads = [m.group(0) for _, _, lead in frames
              for m in [re.search(longctx_hard._frame_pattern(lead) + r"\Z", prompt)] if m]
-    assert leads, prompt[-120:]
-    questions.add(leads[0])
+    if phrasings == "generated" or leads:  # wide: half are the fixed templates
+      assert leads, prompt[-120:]
+      questions.add(leads[0])
   assert len(questions) >= 20  # many phrasings, not a few sentences
   # No held-out question, and no content word of a held-out needle or question, in any frame,
   # opener or word list: the held-out score is about phrasings the model never saw.
   held_words = {w for needle, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES
                 for w in re.findall(r"[a-z]+", (needle + " " + q).lower()) if len(w) >= 4}
   held_words -= {"number", "what", "which", "this", "that", "with", "from", "your"}
-  vocabulary = " ".join([*(" ".join(f) for f in longctx_hard.PASSKEY_FRAMES),
-                         *longctx_hard.PASSKEY_OPENERS, *longctx_hard._WORDS,
-                         *longctx_hard._NOUNS]).lower()
+  vocabulary = " ".join([*(" ".join(f) for f in frames), *longctx_hard.PASSKEY_OPENERS,
+                         *longctx_hard.WIDE_OPENERS, *longctx_hard.WIDE_REMARKS,
+                         *longctx_hard._WORDS, *longctx_hard._NOUNS]).lower()
   assert held_words and not held_words & set(re.findall(r"[a-z]+", vocabulary))
   text = "".join(tokenizer.decode(d["tokens"]) for d in documents(os.path.join(out, "train")))
   for _, q in eval_tasks.PASSKEY_HELDOUT_TEMPLATES:
     assert q.rsplit("?", 1)[1].strip() not in text
+  # wide: its own frames, openers and remarks are used, and names no word list holds
+  wide_used = [x for x in [*(f[0].split("{", 1)[0] for f in longctx_hard.WIDE_FRAMES
+                             if not f[0].startswith("{")),
+                           *(o.split("{", 1)[0] for o in longctx_hard.WIDE_OPENERS),
+                           *longctx_hard.WIDE_REMARKS] if x.strip() and x in text]
+  lists = set(longctx_hard._WORDS) | set(longctx_hard._NOUNS)
+  made_up = {m.group("n") for q in questions
+             for _, _, lead in frames
+             for m in [re.fullmatch(longctx_hard._frame_pattern(lead), q)] if m
+             if "n" in m.groupdict()} - lists
+  if phrasings == "wide":
+    assert len(wide_used) >= 8 and len(made_up) >= 5, (wide_used, made_up)
+  else:
+    assert not made_up and not any(r in text for r in longctx_hard.WIDE_REMARKS)
 
 
 def test_key_digits_set_the_answer_lengths(tmp_path, tokenizer_path):

@@ -128,7 +128,7 @@ CPU_PROFILE = dict(
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
     long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
-    tools_rename_share=0.5,
+    long_phrasings="both", tools_rename_share=0.5,
 )
 # A data stage skipped because data/stages.json says this very command built its output.
 BUILT_BEFORE = "built by this command before"
@@ -149,7 +149,7 @@ SMOKE_PROFILE = dict(
     short_tasks="passkey,multi_query,copy_span", phase2_tasks="passkey,multi_query",
     long_tasks="passkey,multi_query",
     tiny_distance=24, passkey_phrasings="both", warmup_phrasings="fixed", key_digits="3,7",
-    tools_rename_share=0.5,
+    long_phrasings="both", tools_rename_share=0.5,
 )
 
 
@@ -193,8 +193,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   # phase2_5 and phase3 (the other tasks stayed near 0% at this scale and thin out the
   # retrieval the bridge carries to 4L); tools_rename_share: tool_synth --rename_share;
   # warmup_phrasings: the passkey phrasings of phase2a/phase2b (passkey_phrasings: of
-  # everything later); tiny_distance: phase2b's longest dependency; key_digits: the digits of
-  # keys from phase2 on (the warm-up keeps longctx_hard's 5-7, with which the copy clicked).
+  # phase2's, long_phrasings: of the 4L documents of phase2_5 and phase3); tiny_distance:
+  # phase2b's longest dependency; key_digits: the digits of keys from phase2 on (the warm-up
+  # keeps longctx_hard's 5-7, with which the copy clicked).
   args = p.parse_args(argv)
   if args.variant_name in SIDE_RUNS or args.variant_name.startswith("round"):
     p.error(f"--variant_name {args.variant_name!r} is taken (controls {SIDE_RUNS}, gate rounds)")
@@ -355,7 +356,7 @@ def data_stages(args, paths: Paths) -> list[tuple[str, list[str]]]:
       ("longctx_long", py(
           "data_pipeline.longctx_hard", "--out_dir", paths.shard("longctx_long"),
           "--seq_len", L4, "--min_distance", args.min_distance,
-          "--passkey_phrasings", args.passkey_phrasings, "--key_digits", args.key_digits,
+          "--passkey_phrasings", args.long_phrasings, "--key_digits", args.key_digits,
           "--tasks", args.long_tasks, "--target_train_tokens", int(0.25 * n25 + 0.5 * n3) + 4 * L4,
           "--target_val_tokens", val, "--eval_examples", 64, *longctx, *tok)),
       ("tools", py(
