@@ -437,6 +437,23 @@ def test_cpu_smoke_run_writes_results_and_plots(tmp_path):
   print(f"cpu smoke: {time.time() - start:.0f} s")
 
 
+def test_cpu_long_phrasings_reach_the_4l_documents_only():
+  """--long_phrasings sets the passkey phrasings of the 4L shard (phase2_5 and phase3) and
+  leaves phase2's and the warm-up's as they were; the default keeps the main chains' data."""
+  from experiments.bridge import cpu  # pylint: disable=import-outside-toplevel
+
+  def phrasings(argv):
+    args = cpu.parse_args(["--smoke", *argv])
+    cmds = dict(cpu.data_stages(args, cpu.Paths(args)))
+    return {name: cmds[name][cmds[name].index("--passkey_phrasings") + 1]
+            for name in ("longctx_warmup", "longctx_tiny", "longctx_short", "longctx_long")}
+  assert phrasings([]) == {"longctx_warmup": "fixed", "longctx_tiny": "fixed",
+                           "longctx_short": "both", "longctx_long": "both"}
+  assert phrasings(["--long_phrasings", "wide"]) == {
+      "longctx_warmup": "fixed", "longctx_tiny": "fixed", "longctx_short": "both",
+      "longctx_long": "wide"}
+
+
 def test_cpu_retrieval_curve_reads_every_kept_checkpoints_evals(tmp_path):
   """The files curve_cmds writes (per step: jaxlm.eval and the answer-digit losses) are what
   read_curve returns, in step order, and what RESULTS.md's curve table shows."""
